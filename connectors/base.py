@@ -1,0 +1,340 @@
+"""The one interface every front-end database dialect implements.
+
+A connector moves rows and knows nothing of subscriptions or rules. Reading streams Arrow
+record batches (memory bounded by the batch size). Writing is one call, ``merge``: create or
+evolve the target table, bulk-load the batches into a session-private staging table, upsert by
+primary key, optionally delete what the source no longer has, and write the delivery marker,
+all in one transaction. The marker is what makes delivery exactly once across crashes.
+
+A dialect module supplies its type mapping and the four dialect-specific statements; adding a
+dialect is adding a file and a line in ``registry``.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from connectors.arrow_types import ConversionFailed, arrow_schema, rows_to_batch
+from connectors.secrets import redact, safe_url
+from exchange.catalog.model import Field
+from exchange.errors import BadInput, ConnectionFailed, DataError
+from exchange.faults import crashpoint
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+MARKER_TABLE = "exchange_delivery_marker"
+
+
+def check_identifier(name: str, what: str = "identifier") -> str:
+    """Refuse anything but a plain identifier; it is quoted by the dialect on top of this."""
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise BadInput(f"{what} {name!r} is not a valid identifier ({IDENTIFIER.pattern})")
+    return name
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table as the engine sees it: name, typed fields, primary key."""
+
+    name: str
+    fields: tuple[Field, ...]
+    primary_key: tuple[str, ...]
+    schema: str | None = None
+
+    def __post_init__(self) -> None:
+        check_identifier(self.name, "table name")
+        if self.schema is not None:
+            check_identifier(self.schema, "schema name")
+        for f in self.fields:
+            check_identifier(f.name, "field name")
+
+    @property
+    def column_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}" if self.schema else self.name
+
+    def arrow_schema(self) -> pa.Schema:
+        return arrow_schema(self.fields)
+
+
+@dataclass(frozen=True)
+class SinceFilter:
+    """Rows whose ``column`` is at or past ``value`` (inclusive, so ties are never lost)."""
+
+    column: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class DeliveryMarker:
+    """Written in the target in the merge transaction: which run reached this subscription."""
+
+    subscription_id: int
+    run_id: str
+    watermark: str | None
+    rows: int
+
+
+def driver_connection(conn: Connection) -> Any:
+    """The DBAPI driver's own connection under a SQLAlchemy one (for COPY, LOAD DATA, ...)."""
+    return conn.connection.driver_connection
+
+
+def row_key(batch: pa.RecordBatch, index: int, key: tuple[str, ...]) -> str:
+    """``id=42`` or ``a=1,b=x``: how errors name a row."""
+    names = [k for k in key if k in batch.schema.names]
+    return ",".join(f"{k}={batch.column(k)[index].as_py()}" for k in names) or f"row {index + 1}"
+
+
+class DatabaseConnector(ABC):
+    """A front-end database: read batches, create/evolve tables, bulk-load and merge."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self, node: str, url: str | URL):
+        self.node = node
+        self.url = make_url(url)
+        self.engine = self._create_engine(self.url)
+
+    # -- connection ----------------------------------------------------------------------
+    def _create_engine(self, url: URL) -> Engine:
+        # One connection per step; nothing to keep warm between steps of a run.
+        return sa.create_engine(url, poolclass=NullPool)
+
+    @contextmanager
+    def connect(self, *, begin: bool = False) -> Iterator[Connection]:
+        """A connection (in a transaction when ``begin``); failures to connect name the node."""
+        try:
+            conn = self.engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise ConnectionFailed(self._connect_message(exc)) from None
+        try:
+            if begin:
+                with conn.begin():
+                    yield conn
+            else:
+                yield conn
+        finally:
+            conn.close()
+
+    def _connect_message(self, exc: Exception) -> str:
+        detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        return (
+            f"cannot connect to front-end node {self.node!r} ({safe_url(self.url)}): "
+            f"{redact(detail, self.url.password)}"
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- types ---------------------------------------------------------------------------
+    @abstractmethod
+    def column_type(self, field: Field) -> sa.types.TypeEngine[Any]:
+        """The dialect's column type for a catalog field."""
+
+    def sa_table(self, spec: TableSpec, metadata: sa.MetaData | None = None) -> sa.Table:
+        """The spec as a typed SQLAlchemy table (names are quoted by the dialect)."""
+        md = metadata or sa.MetaData()
+        cols = [
+            sa.Column(
+                f.name,
+                self.column_type(f),
+                primary_key=f.name in spec.primary_key,
+                nullable=f.nullable and f.name not in spec.primary_key,
+                autoincrement=False,
+            )
+            for f in spec.fields
+        ]
+        return sa.Table(spec.name, md, *cols, schema=spec.schema, **self.table_options())
+
+    def table_options(self) -> dict[str, Any]:
+        return {}
+
+    # -- reading -------------------------------------------------------------------------
+    def since_clause(self, column: sa.ColumnClause[Any], value: Any) -> sa.ColumnElement[bool]:
+        return column >= sa.bindparam("since", value)
+
+    def read_batches(
+        self, spec: TableSpec, since: SinceFilter | None = None, batch_size: int = 50_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the table's fields as Arrow batches of at most ``batch_size`` rows."""
+        table = sa.table(spec.name, *(sa.column(n) for n in spec.column_names), schema=spec.schema)
+        stmt = sa.select(*table.c)
+        if since is not None:
+            stmt = stmt.where(self.since_clause(table.c[since.column], since.value))
+        schema = spec.arrow_schema()
+        with self.connect() as conn:
+            try:
+                result = conn.execution_options(
+                    stream_results=True, max_row_buffer=batch_size
+                ).execute(stmt)
+            except sa.exc.DBAPIError as exc:
+                raise self._query_error(exc, spec) from None
+            for part in result.partitions(batch_size):
+                try:
+                    yield rows_to_batch(part, schema)
+                except ConversionFailed as exc:
+                    key = ",".join(
+                        f"{k}={part[exc.index][spec.column_names.index(k)]!r}"
+                        for k in spec.primary_key
+                    )
+                    raise DataError(
+                        f"node {self.node!r} table {spec.qualified}: field {exc.field!r} "
+                        f"row key {key}: value {str(exc.value)[:40]!r} does not fit: {exc.reason}"
+                    ) from None
+
+    def _query_error(self, exc: sa.exc.DBAPIError, spec: TableSpec) -> Exception:
+        detail = redact(str(exc.orig).strip().splitlines()[0], self.url.password)
+        return BadInput(f"node {self.node!r} table {spec.qualified}: {detail}")
+
+    # -- writing -------------------------------------------------------------------------
+    def ensure_table(self, spec: TableSpec) -> None:
+        """Create the target table if missing, add catalog fields it lacks, and the marker."""
+        md = sa.MetaData()
+        table = self.sa_table(spec, md)
+        marker = self._marker_table(md, spec.schema)
+        with self.connect(begin=True) as conn:
+            md.create_all(conn, tables=[table, marker], checkfirst=True)
+            have = {c["name"].lower() for c in sa.inspect(conn).get_columns(spec.name, spec.schema)}
+            missing = [c for c in table.columns if c.name.lower() not in have]
+            if missing:
+                ops = Operations(MigrationContext.configure(conn))
+                for col in missing:
+                    ops.add_column(spec.name, col.copy(), schema=spec.schema)
+
+    def _marker_table(self, md: sa.MetaData, schema: str | None) -> sa.Table:
+        return sa.Table(
+            MARKER_TABLE,
+            md,
+            sa.Column("subscription_id", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("run_id", sa.String(64), nullable=False),
+            sa.Column("target_table", sa.String(128), nullable=False),
+            sa.Column("watermark", sa.String(1000)),
+            sa.Column("rows_merged", sa.BigInteger, nullable=False),
+            sa.Column("delivered_at", sa.DateTime, nullable=False),
+            schema=schema,
+        )
+
+    def read_marker(self, spec: TableSpec, subscription_id: int) -> DeliveryMarker | None:
+        """The last delivery committed to this subscription's target, if any."""
+        md = sa.MetaData()
+        marker = self._marker_table(md, spec.schema)
+        with self.connect() as conn:
+            if not sa.inspect(conn).has_table(MARKER_TABLE, spec.schema):
+                return None
+            row = conn.execute(
+                sa.select(marker.c.run_id, marker.c.watermark, marker.c.rows_merged).where(
+                    marker.c.subscription_id == subscription_id
+                )
+            ).first()
+        if row is None:
+            return None
+        return DeliveryMarker(subscription_id, row.run_id, row.watermark, row.rows_merged)
+
+    def merge(
+        self,
+        spec: TableSpec,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        delete_missing: bool,
+        marker: DeliveryMarker,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> int:
+        """Load ``batches`` into ``spec`` by primary key, with the marker, in one transaction."""
+        import datetime as dt
+
+        md = sa.MetaData()
+        target = self.sa_table(spec, md)
+        marker_t = self._marker_table(md, spec.schema)
+        loaded = 0
+        with self.connect(begin=True) as conn:
+            staging = self.create_staging(conn, target)
+            for batch in batches:
+                if batch.num_rows == 0:
+                    continue
+                try:
+                    self.bulk_load(conn, staging, batch)
+                except sa.exc.DBAPIError as exc:
+                    raise self.explain_load_error(exc, spec, batch) from None
+                loaded += batch.num_rows
+                if on_rows:
+                    on_rows(batch.num_rows)
+            crashpoint("merge:staged")
+            conn.execute(self.upsert(target, staging))
+            crashpoint("merge:upserted")
+            if delete_missing:
+                conn.execute(self.delete_missing(target, staging))
+            conn.execute(
+                sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id)
+            )
+            conn.execute(
+                sa.insert(marker_t).values(
+                    subscription_id=marker.subscription_id,
+                    run_id=marker.run_id,
+                    target_table=spec.qualified,
+                    watermark=marker.watermark,
+                    rows_merged=loaded,
+                    delivered_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+                )
+            )
+            crashpoint("merge:before-commit")
+        return loaded
+
+    def explain_load_error(
+        self, exc: sa.exc.DBAPIError, spec: TableSpec, batch: pa.RecordBatch
+    ) -> Exception:
+        """Turn a bulk-load failure into an error naming the field and row key where possible."""
+        detail = redact(str(exc.orig).strip().splitlines()[0], self.url.password)
+        index = self.failing_row(exc)
+        where = f" row key {row_key(batch, index, spec.primary_key)}" if index is not None else ""
+        return DataError(f"node {self.node!r} table {spec.qualified}{where}: {detail}")
+
+    def failing_row(self, exc: sa.exc.DBAPIError) -> int | None:
+        """0-based index in the batch of the row the database rejected, when it says."""
+        return None
+
+    @abstractmethod
+    def create_staging(self, conn: Connection, target: sa.Table) -> sa.Table:
+        """Create a session-private staging table shaped like ``target``; return it."""
+
+    @abstractmethod
+    def bulk_load(self, conn: Connection, staging: sa.Table, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` to the staging table by the dialect's fastest path."""
+
+    @abstractmethod
+    def upsert(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
+        """Insert staging rows into target, updating rows whose primary key exists."""
+
+    def delete_missing(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
+        """Delete target rows whose primary key is not staged (snapshot mode)."""
+        pk = [target.c[c.name] for c in target.primary_key.columns]
+        match = sa.and_(*(staging.c[c.name] == c for c in pk))
+        return sa.delete(target).where(~sa.exists().where(match))
+
+    def positional_insert(self, staging: sa.Table, placeholder: Callable[[int], str]) -> str:
+        """``INSERT INTO staging (cols) VALUES (?, ?, …)`` for a driver's executemany."""
+        prep = self.engine.dialect.identifier_preparer
+        cols = ", ".join(prep.quote(c.name) for c in staging.columns)
+        marks = ", ".join(placeholder(i) for i in range(len(staging.columns)))
+        # Only validated identifiers, quoted by the dialect, and placeholders: no values.
+        return f"INSERT INTO {prep.quote(staging.name)} ({cols}) VALUES ({marks})"  # noqa: S608
+
+    def staging_copy(self, target: sa.Table, name: str, **kw: Any) -> sa.Table:
+        """A same-shaped table object under another name (for DDL and statements)."""
+        md = sa.MetaData()
+        cols = [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in target.columns]
+        return sa.Table(name, md, *cols, **kw)

@@ -1,0 +1,93 @@
+"""Resolve a node's connection *reference* to a URL at the moment it is needed.
+
+One resolver for every caller: inside an Airflow task the Airflow connection is read through
+Airflow (so secrets backends work and Airflow masks the password in task logs); in the CLI an
+Airflow connection id falls back to the ``AIRFLOW_CONN_<ID>`` environment variable, read the
+same way Airflow reads it (a URI or JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from exchange.catalog.model import FrontEnd
+from exchange.errors import BadInput
+
+_CONN_TYPES = {
+    "postgres": "postgresql",
+    "postgresql": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "oracle": "oracle",
+    "sqlite": "sqlite",
+}
+
+
+def _from_airflow(conn_id: str) -> str | None:
+    try:
+        from airflow.sdk import BaseHook  # only present where Airflow is installed
+    except ImportError:
+        return None
+    try:
+        return str(BaseHook.get_connection(conn_id).get_uri())
+    except Exception:  # outside a task, or not defined there: fall back to the environment
+        return None
+
+
+def _airflow_json_to_url(doc: dict[str, Any], conn_id: str) -> str:
+    conn_type = _CONN_TYPES.get(str(doc.get("conn_type", "")).lower())
+    if conn_type is None:
+        raise BadInput(
+            f"airflow connection {conn_id!r}: unsupported conn_type {doc.get('conn_type')!r}"
+        )
+    url = URL.create(
+        conn_type,
+        username=doc.get("login"),
+        password=doc.get("password"),
+        host=doc.get("host"),
+        port=doc.get("port"),
+        database=doc.get("schema"),
+    )
+    return url.render_as_string(hide_password=False)
+
+
+def airflow_conn_from_env(conn_id: str) -> str | None:
+    """``AIRFLOW_CONN_<ID>`` as a URL, whether it holds a URI or Airflow's JSON form."""
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if raw.startswith("{"):
+        try:
+            return _airflow_json_to_url(json.loads(raw), conn_id)
+        except json.JSONDecodeError:
+            raise BadInput(f"AIRFLOW_CONN_{conn_id.upper()} is neither a URI nor JSON") from None
+    return raw
+
+
+def resolve_url(node: FrontEnd, base_dir: str | Path = ".") -> str:
+    """The node's connection URL (it may hold a secret: never print or log it)."""
+    ref = node.connection
+    if ref.path is not None:
+        path = Path(ref.path)
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        return f"sqlite:///{path.resolve()}"
+    if ref.env is not None:
+        value = os.environ.get(ref.env)
+        if not value:
+            raise BadInput(f"node {node.name!r}: environment variable ${ref.env} is not set")
+        return value
+    assert ref.airflow_conn_id is not None
+    url = _from_airflow(ref.airflow_conn_id) or airflow_conn_from_env(ref.airflow_conn_id)
+    if url is None:
+        raise BadInput(
+            f"node {node.name!r}: airflow connection {ref.airflow_conn_id!r} is not defined "
+            f"(set AIRFLOW_CONN_{ref.airflow_conn_id.upper()} or add it in Airflow)"
+        )
+    return url

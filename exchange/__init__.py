@@ -1,0 +1,1 @@
+"""The exchange engine: catalog, metadata store, pipeline steps and the CLI."""

@@ -1,0 +1,166 @@
+"""Rich output for the CLI: progress bars and tables. No logic lives here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from types import TracebackType
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from exchange.pipeline.load import DeliveryResult
+from exchange.pipeline.record import RunSummary
+from exchange.status import SubscriberStatus
+from exchange.store.models import Run
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+console = Console()
+errors = Console(stderr=True)
+
+
+def local(t: dt.datetime | None) -> str:
+    """A stored UTC time as shown to people: Asia/Shanghai."""
+    if t is None:
+        return "-"
+    return t.replace(tzinfo=dt.UTC).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class ProgressReporter:
+    """Progress bars for extracts and loads; transient, so the summary stays readable."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.results: list[DeliveryResult] = []
+
+    def __enter__(self) -> ProgressReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def task(self, label: str, total: int | None) -> Callable[[int], None]:
+        tid = self.progress.add_task(label, total=total)
+        return lambda n: self.progress.advance(tid, n)
+
+    def delivered(self, result: DeliveryResult) -> None:
+        self.results.append(result)
+
+
+def run_table(summary: RunSummary, results: list[DeliveryResult], title: str = "") -> Table:
+    t = Table(title=title or f"run {summary.run_id} of {summary.resource}: {summary.status}")
+    for col in ("subscription", "node.table", "status", "rows", "watermark", "seconds", "error"):
+        t.add_column(col, overflow="fold")
+    for r in results:
+        t.add_row(
+            str(r.subscription_id),
+            f"{r.node}.{r.table}",
+            "[green]delivered" if r.status == "delivered" else "[red]failed",
+            f"{r.rows:,}",
+            r.watermark or "-",
+            f"{r.seconds:.2f}",
+            r.error or "",
+        )
+    return t
+
+
+def demo_table(
+    label: str,
+    summary: RunSummary,
+    results: list[DeliveryResult],
+    fields: dict[int, list[str]],
+    seconds: float,
+) -> Table:
+    t = Table(
+        title=f"{label} run {summary.run_id}: extracted {summary.extracted:,}, "
+        f"valid {summary.valid:,}, quarantined {summary.quarantined:,}, {seconds:.1f} s"
+    )
+    for col in ("subscriber", "rows delivered", "fields", "watermark", "seconds"):
+        t.add_column(col, overflow="fold")
+    for r in results:
+        t.add_row(
+            f"{r.node}.{r.table}",
+            f"{r.rows:,}",
+            ", ".join(fields.get(r.subscription_id, [])),
+            r.watermark or "-",
+            f"{r.seconds:.2f}",
+        )
+    return t
+
+
+def runs_table(runs: list[Run]) -> Table:
+    t = Table(title="recent runs")
+    for col in (
+        "run",
+        "resource",
+        "status",
+        "step",
+        "extracted",
+        "valid",
+        "quarantined",
+        "started (Asia/Shanghai)",
+        "finished",
+        "error",
+    ):
+        t.add_column(col, overflow="fold")
+    for r in runs:
+        t.add_row(
+            r.id,
+            r.resource_code,
+            r.status,
+            r.step,
+            str(r.rows_extracted or 0),
+            str(r.rows_valid or 0),
+            str(r.rows_quarantined or 0),
+            local(r.started_at),
+            local(r.finished_at),
+            r.error or "",
+        )
+    return t
+
+
+def subscribers_table(rows: list[SubscriberStatus]) -> Table:
+    t = Table(title="subscribers")
+    for col in (
+        "id",
+        "resource",
+        "node.table",
+        "status",
+        "valid until",
+        "watermark",
+        "rows delivered",
+        "last delivery",
+        "last error",
+    ):
+        t.add_column(col, overflow="fold")
+    for s in rows:
+        t.add_row(
+            str(s.subscription_id),
+            s.resource,
+            f"{s.node}.{s.table}",
+            s.status,
+            str(s.valid_until),
+            s.watermark or "-",
+            f"{s.rows_delivered:,}",
+            local(s.last_delivery),
+            s.last_error or "",
+        )
+    return t

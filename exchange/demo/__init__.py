@@ -1,0 +1,1 @@
+"""The embedded demo: a provider and two requesters on SQLite, a full then an incremental run."""

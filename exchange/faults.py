@@ -1,0 +1,19 @@
+"""Crash points: named places where a test can make the process die (SIGKILL) on purpose.
+
+``EXCHANGE_CRASH_AT=extract:done`` kills the process the first time it passes that point, so
+the exactly-once tests can prove that re-running repairs every crash. Unset, this costs one
+dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "EXCHANGE_CRASH_AT"
+
+
+def crashpoint(name: str) -> None:
+    """Die here, without cleanup, if the environment asks for it."""
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

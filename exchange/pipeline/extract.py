@@ -1,0 +1,53 @@
+"""Step 2, extract once: stream the provider's table into the run's Parquet file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow.compute as pc
+
+from connectors.base import SinceFilter
+from exchange.faults import crashpoint
+from exchange.pipeline import watermark
+from exchange.pipeline.plan import run_dir_of, set_step
+from exchange.workspace import Workspace, source_spec
+
+Progress = Callable[[int], None]
+
+
+def extract(ws: Workspace, run_id: str, on_rows: Progress | None = None) -> int:
+    """Extract the rows the plan asks for; return their number. Done already: skip."""
+    run, rd = run_dir_of(ws, run_id)
+    if rd.is_done("extract"):
+        return int(rd.read_done("extract")["rows"])
+    plan = rd.plan()
+    resource = ws.catalog.resource(run.resource_code)
+    spec = source_spec(resource)
+    cursor = resource.field(resource.cursor) if resource.cursor else None
+    since = (
+        SinceFilter(cursor.name, watermark.decode(plan["since"], cursor))
+        if cursor is not None and plan["since"] is not None
+        else None
+    )
+    rd.reset("extract")
+    rows = 0
+    high = None
+    source = ws.database(resource.provider)
+    try:
+        with rd.writer("extract", spec.arrow_schema()) as writer:
+            for batch in source.read_batches(spec, since, resource.batch_size):
+                writer.write_batch(batch)
+                rows += batch.num_rows
+                if cursor is not None and batch.num_rows:
+                    top = pc.max(batch.column(cursor.name)).as_py()
+                    if top is not None and (high is None or top > high):
+                        high = top
+                if on_rows:
+                    on_rows(batch.num_rows)
+                crashpoint("extract:batch")
+    finally:
+        source.close()
+    rd.mark_done("extract", {"rows": rows, "high": watermark.encode(high)})
+    set_step(ws, run_id, "extract", rows_extracted=rows)
+    crashpoint("extract:done")
+    return rows

@@ -1,0 +1,47 @@
+"""A workspace: the catalog, the metadata store and the staging area that every step uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from connectors.base import DatabaseConnector, TableSpec
+from connectors.registry import open_database
+from connectors.resolve import resolve_url
+from exchange.catalog import Catalog, Resource, load_catalog
+from exchange.settings import Settings
+from exchange.store import Store
+
+
+@dataclass
+class Workspace:
+    """What a step needs besides the run id."""
+
+    catalog: Catalog
+    store: Store
+    settings: Settings
+
+    @classmethod
+    def open(cls, catalog_path: str | Path, settings: Settings | None = None) -> Workspace:
+        settings = settings or Settings.from_env()
+        return cls(load_catalog(catalog_path), Store(settings.db_url), settings)
+
+    def database(self, node_name: str) -> DatabaseConnector:
+        """A connector for a database node, its URL resolved from the node's reference now."""
+        node = self.catalog.node(node_name)
+        base = Path(self.catalog.path).parent if self.catalog.path else Path(".")
+        return open_database(node.name, node.kind, resolve_url(node, base))
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def source_spec(resource: Resource) -> TableSpec:
+    """The provider's table as declared in the catalog."""
+    assert resource.source_table is not None
+    return TableSpec(
+        name=resource.source_table,
+        fields=resource.fields,
+        primary_key=resource.primary_key,
+        schema=resource.source_schema,
+    )
