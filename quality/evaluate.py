@@ -47,8 +47,10 @@ def evaluate(batch: pa.RecordBatch, rules: Sequence[Rule]) -> Verdict:
         counts[rule.reason()] = hits
         bad = pc.or_(bad, mask)
         labels.append(pc.if_else(mask, rule.reason(), pa.scalar(None, pa.string())))
-    if labels:
-        reasons = pc.binary_join_element_wise(*labels, "; ", null_handling="skip")
-    else:
-        reasons = pa.nulls(n, pa.string())
+    reasons = pa.nulls(n, pa.string())
+    for label in labels:
+        # Not binary_join_element_wise(null_handling="skip"): pyarrow 26 returns a shorter
+        # array when every input of a row is null.
+        joined = pc.binary_join_element_wise(reasons, label, "; ")
+        reasons = pc.coalesce(joined, reasons, label)
     return Verdict(bad=bad, reasons=reasons, counts=counts)

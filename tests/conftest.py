@@ -1,0 +1,91 @@
+"""Fixtures that build real databases: PostgreSQL and MariaDB on 127.0.0.1, SQLite files.
+
+A test that needs a server it cannot reach fails under CI=true and is skipped elsewhere,
+with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pymysql
+import pytest
+
+from exchange.settings import Settings
+from exchange.workspace import Workspace
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+MARIADB = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+
+
+def _unreachable(what: str, exc: Exception) -> None:
+    reason = f"{what} is not reachable on 127.0.0.1: {exc}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database; yields its SQLAlchemy URL and drops it afterwards."""
+    name = f"exch_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        _unreachable("PostgreSQL", exc)
+    with admin:
+        admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' TEMPLATE template0")
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mariadb_database() -> Iterator[str]:
+    """A fresh MariaDB database (utf8mb4); yields its URL and drops it afterwards."""
+    name = f"exch_test_{secrets.token_hex(4)}"
+    try:
+        admin = pymysql.connect(**MARIADB, connect_timeout=3, autocommit=True)
+    except pymysql.err.OperationalError as exc:
+        _unreachable("MariaDB", exc)
+    with admin:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        try:
+            yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+        finally:
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def catalog_yaml(nodes: dict[str, tuple[str, str]], resource: str) -> str:
+    """A catalog with ``nodes`` (name -> (kind, connection yaml)) and one resource block."""
+    lines = ["version: 1", "nodes:"]
+    for name, (kind, conn) in nodes.items():
+        lines += [f"  - name: {name}", f"    kind: {kind}", f"    connection: {conn}"]
+    return "\n".join(lines) + "\nresources:\n" + textwrap.indent(textwrap.dedent(resource), "  ")
+
+
+@pytest.fixture
+def make_workspace(tmp_path: Path) -> Iterator[Callable[[str], Workspace]]:
+    """Write a catalog into a temporary home and open a workspace on a fresh SQLite store."""
+    opened: list[Workspace] = []
+
+    def make(catalog_text: str) -> Workspace:
+        path = tmp_path / "catalog.yaml"
+        path.write_text(catalog_text, encoding="utf-8")
+        ws = Workspace.open(
+            path, Settings(home=tmp_path, db_url=f"sqlite:///{tmp_path / 'exchange.db'}")
+        )
+        opened.append(ws)
+        return ws
+
+    yield make
+    for ws in opened:
+        ws.close()
