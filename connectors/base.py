@@ -273,9 +273,9 @@ class DatabaseConnector(ABC):
                 loaded += batch.num_rows
                 if on_rows:
                     on_rows(batch.num_rows)
-            crashpoint("merge:staged")
+            crashpoint("merge:staged", self.node)
             conn.execute(self.upsert(target, staging))
-            crashpoint("merge:upserted")
+            crashpoint("merge:upserted", self.node)
             if delete_missing:
                 conn.execute(self.delete_missing(target, staging))
             conn.execute(
@@ -291,7 +291,7 @@ class DatabaseConnector(ABC):
                     delivered_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
                 )
             )
-            crashpoint("merge:before-commit")
+            crashpoint("merge:before-commit", self.node)
         return loaded
 
     def explain_load_error(

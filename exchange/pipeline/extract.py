@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pyarrow.compute as pc
 
 from connectors.base import SinceFilter
+from exchange.errors import DataError
 from exchange.faults import crashpoint
 from exchange.pipeline import watermark
 from exchange.pipeline.plan import run_dir_of, set_step
@@ -45,6 +46,8 @@ def extract(ws: Workspace, run_id: str, on_rows: Progress | None = None) -> int:
                 if on_rows:
                     on_rows(batch.num_rows)
                 crashpoint("extract:batch")
+    except DataError as exc:
+        raise DataError(f"resource {resource.code}: {exc}") from None
     finally:
         source.close()
     rd.mark_done("extract", {"rows": rows, "high": watermark.encode(high)})
