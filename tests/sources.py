@@ -7,7 +7,6 @@ import datetime as dt
 import sqlite3
 from collections.abc import Sequence
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import psycopg
