@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 from collections.abc import Callable
 from types import TracebackType
 from zoneinfo import ZoneInfo
@@ -23,8 +25,10 @@ from exchange.status import SubscriberStatus
 from exchange.store.models import Run
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-console = Console()
-errors = Console(stderr=True)
+# Off a terminal (Airflow task logs, CI, pipes) rich would wrap at 80 columns and split names.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+console = Console(width=_WIDTH)
+errors = Console(stderr=True, width=_WIDTH)
 
 
 def local(t: dt.datetime | None) -> str:

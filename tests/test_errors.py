@@ -1,0 +1,157 @@
+"""Errors a platform engineer can act on: what is wrong and where, and never a password."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from exchange.errors import ConnectionFailed, DataError
+from exchange.pipeline.runner import run_resource
+from exchange.subscriptions import add_subscription
+from exchange.workspace import Workspace
+from tests.conftest import catalog_yaml
+
+SECRET = "S3cret-Pw-7781"
+RESOURCE = """\
+- code: R1
+  name: 测试
+  kind: table
+  provider: src
+  share: unconditional
+  source: {table: company}
+  primary_key: [id]
+  fields:
+    - {name: id, type: bigint, nullable: false}
+    - {name: status, type: smallint}
+"""
+FAR = dt.date.today() + dt.timedelta(days=30)
+
+
+def source_db(path: Path, rows: list[tuple[int, object]]) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE company (id INTEGER PRIMARY KEY, status)")
+        db.executemany("INSERT INTO company VALUES (?, ?)", rows)
+
+
+def exchange_cli(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exchange", *args, "--catalog", str(home / "catalog.yaml")],
+        env={**os.environ, "EXCHANGE_HOME": str(home), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def everything_stored(ws: Workspace) -> str:
+    """Every value in every table of the metadata store, as one string to search."""
+    out = []
+    with ws.store.engine.connect() as conn:
+        for table in sa.inspect(conn).get_table_names():
+            out += [repr(r) for r in conn.execute(sa.text(f'SELECT * FROM "{table}"'))]  # noqa: S608
+    return "\n".join(out)
+
+
+def test_a_source_value_that_does_not_fit_names_resource_field_and_row_key(
+    tmp_path: Path, make_workspace: Callable[[str], Workspace]
+) -> None:
+    source_db(tmp_path / "src.db", [(1, 2), (2, 3), (41, 99999)])  # smallint holds 32767 at most
+    ws = make_workspace(
+        catalog_yaml(
+            {"src": ("sqlite", "{path: src.db}"), "dst": ("sqlite", "{path: dst.db}")}, RESOURCE
+        )
+    )
+    add_subscription(ws, "R1", "dst", ["id", "status"], FAR)
+
+    with pytest.raises(DataError) as err:
+        run_resource(ws, "R1")
+
+    message = str(err.value)
+    assert "resource R1" in message
+    assert "field 'status'" in message
+    assert "row key id=41" in message
+    assert "99999" in message
+
+    cli = exchange_cli(tmp_path, "run", "R1")
+    assert cli.returncode == 2
+    assert "row key id=41" in cli.stderr
+
+
+def test_an_unreachable_subscriber_fails_alone_naming_its_node_and_hiding_its_password(
+    tmp_path: Path, make_workspace: Callable[[str], Workspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source_db(tmp_path / "src.db", [(1, 2), (2, 3)])
+    down = f"postgresql://alice:{SECRET}@127.0.0.1:1/fe"  # nothing listens on port 1
+    monkeypatch.setenv("DOWN_URL", down)
+    ws = make_workspace(
+        catalog_yaml(
+            {
+                "src": ("sqlite", "{path: src.db}"),
+                "down_fe": ("postgresql", "{env: DOWN_URL}"),
+                "ok_fe": ("sqlite", "{path: ok.db}"),
+            },
+            RESOURCE,
+        )
+    )
+    bad = add_subscription(ws, "R1", "down_fe", ["id", "status"], FAR)
+    add_subscription(ws, "R1", "ok_fe", ["id", "status"], FAR)
+
+    summary = run_resource(ws, "R1")
+
+    assert summary.status == "failed"
+    assert list(summary.failures) == [bad.id]
+    assert "down_fe" in summary.failures[bad.id]
+    assert SECRET not in summary.failures[bad.id]
+    with sqlite3.connect(tmp_path / "ok.db") as db:
+        assert db.execute("SELECT count(*) FROM company").fetchone() == (2,)
+    assert SECRET not in everything_stored(ws)
+
+    cli = exchange_cli(tmp_path, "run", "R1", env={"DOWN_URL": down})
+    assert cli.returncode == 1
+    assert "down_fe" in cli.stdout + cli.stderr
+    assert SECRET not in cli.stdout + cli.stderr
+    cli = exchange_cli(tmp_path, "status", env={"DOWN_URL": down})
+    assert "down_fe" in cli.stdout and SECRET not in cli.stdout
+
+
+def test_a_wrong_password_is_reported_without_the_password(
+    tmp_path: Path,
+    mariadb_database: str,
+    make_workspace: Callable[[str], Workspace],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = sa.engine.make_url(mariadb_database).set(username="nobody", password=SECRET)
+    monkeypatch.setenv("MARIA_URL", url.render_as_string(hide_password=False))
+    ws = make_workspace(catalog_yaml({"src": ("mysql", "{env: MARIA_URL}")}, RESOURCE))
+
+    with pytest.raises(ConnectionFailed) as err, ws.database("src").connect():
+        pass
+
+    assert "'src'" in str(err.value) and "Access denied" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_an_unreachable_provider_fails_the_run_with_exit_1_and_no_password(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "catalog.yaml").write_text(
+        catalog_yaml({"src": ("postgresql", "{env: SRC_URL}")}, RESOURCE), encoding="utf-8"
+    )
+
+    cli = exchange_cli(
+        tmp_path, "run", "R1", env={"SRC_URL": f"postgres://u:{SECRET}@127.0.0.1:1/x"}
+    )
+
+    assert cli.returncode == 1
+    assert "cannot connect to front-end node 'src'" in cli.stderr
+    assert SECRET not in cli.stdout + cli.stderr
