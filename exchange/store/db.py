@@ -50,17 +50,18 @@ def create_store_engine(url: str) -> Engine:
 def upgrade(engine: Engine) -> bool:
     """Apply pending migrations; return whether anything was applied."""
     cfg = _alembic_config(engine)
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
     try:
         with engine.connect() as conn:
-            current = MigrationContext.configure(conn).get_current_revision()
+            current = set(MigrationContext.configure(conn).get_current_heads())
     except sa.exc.OperationalError as exc:
         raise ConnectionFailed(
             f"cannot open the metadata store ({safe_url(engine.url)}): {exc.orig}"
         ) from None
-    if current == head:
+    if current == heads:
         return False
-    command.upgrade(cfg, "head")
+    # Features add their tables on their own migration branches off 0001: upgrade all heads.
+    command.upgrade(cfg, "heads")
     return True
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from exchange.store.models import Base
+from exchange.store.all_models import Base
 
 config = context.config
 engine = config.attributes["engine"]
