@@ -45,6 +45,7 @@ class ConversionFailed(Exception):
 
     def __init__(self, field: str, index: int, value: Any, reason: str):
         self.field, self.index, self.value, self.reason = field, index, value, reason
+        self.key: dict[str, Any] = {}  # the failing row's values, filled in by the reader
         super().__init__(f"{field}: {reason}")
 
 
@@ -68,6 +69,43 @@ def _convert(values: Sequence[Any], typ: pa.DataType) -> pa.Array:
             # A REAL column holding money: round to the declared scale, as the source meant.
             return pc.cast(pc.round(raw, typ.scale), typ, safe=False)
         return pc.cast(raw, typ)
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """Cast an Arrow-native driver's batch to the staging schema (columns by name).
+
+    Raises ConversionFailed naming the field and the first row whose value does not fit.
+    """
+    arrays = []
+    for fld in schema:
+        col = batch.column(fld.name)
+        if isinstance(col.type, pa.BaseExtensionType):
+            col = col.storage  # e.g. PostgreSQL numeric, handed over as opaque text
+        if col.type != fld.type:
+            try:
+                col = _cast(col, fld.type)
+            except _ARROW_ERRORS:
+                for i in range(len(col)):  # slow path, once a column failed: find the row
+                    try:
+                        _cast(col.slice(i, 1), fld.type)
+                    except _ARROW_ERRORS as exc:
+                        raise ConversionFailed(
+                            fld.name, i, col[i].as_py(), str(exc).splitlines()[0]
+                        ) from None
+                raise
+        arrays.append(col)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+
+def _cast(col: pa.Array, typ: pa.DataType) -> pa.Array:
+    if pa.types.is_string(col.type) and pa.types.is_integer(typ):
+        # Numeric text ('2.00') reaches integers through a decimal: a fraction or an
+        # overflow is an error, never a silent truncation.
+        col = pc.cast(col, pa.decimal128(38, 9))
+    return pc.cast(col, typ)
 
 
 def rows_to_batch(rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.RecordBatch:

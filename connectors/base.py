@@ -26,7 +26,7 @@ from alembic.operations import Operations
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from connectors.arrow_types import ConversionFailed, arrow_schema, rows_to_batch
+from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows_to_batch
 from connectors.secrets import redact, safe_url
 from exchange.catalog.model import Field
 from exchange.errors import BadInput, ConnectionFailed, DataError
@@ -168,34 +168,61 @@ class DatabaseConnector(ABC):
     def since_clause(self, column: sa.ColumnClause[Any], value: Any) -> sa.ColumnElement[bool]:
         return column >= sa.bindparam("since", value)
 
-    def read_batches(
-        self, spec: TableSpec, since: SinceFilter | None = None, batch_size: int = 50_000
-    ) -> Iterator[pa.RecordBatch]:
-        """Stream the table's fields as Arrow batches of at most ``batch_size`` rows."""
+    def select_statement(self, spec: TableSpec, since: SinceFilter | None) -> sa.Select[Any]:
+        """``SELECT <fields> FROM <table> [WHERE <cursor> >= :since]``, names quoted."""
         table = sa.table(spec.name, *(sa.column(n) for n in spec.column_names), schema=spec.schema)
         stmt = sa.select(*table.c)
         if since is not None:
             stmt = stmt.where(self.since_clause(table.c[since.column], since.value))
+        return stmt
+
+    def read_batches(
+        self, spec: TableSpec, since: SinceFilter | None = None, batch_size: int = 50_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the table's fields as Arrow batches of at most ``batch_size`` rows.
+
+        Values that do not fit the declared types raise DataError naming field and row key.
+        """
+        schema = spec.arrow_schema()
+        batches = self.arrow_batches(spec, since, batch_size)
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                conformed = conform(batch, schema)
+            except ConversionFailed as exc:
+                if not exc.key and batch is not None:
+                    exc.key = {k: batch.column(k)[exc.index].as_py() for k in spec.primary_key}
+                raise self._data_error(spec, exc) from None
+            yield conformed
+
+    def _data_error(self, spec: TableSpec, exc: ConversionFailed) -> DataError:
+        key = ",".join(f"{k}={exc.key.get(k)!r}" for k in spec.primary_key)
+        return DataError(
+            f"node {self.node!r} table {spec.qualified}: field {exc.field!r} "
+            f"row key {key or '?'}: value {str(exc.value)[:40]!r} does not fit: {exc.reason}"
+        )
+
+    def arrow_batches(
+        self, spec: TableSpec, since: SinceFilter | None, batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
+        """Raw batches from the driver. This default fetches rows through a server-side
+        cursor and converts them column-wise; Arrow-native dialects override it."""
         schema = spec.arrow_schema()
         with self.connect() as conn:
             try:
                 result = conn.execution_options(
                     stream_results=True, max_row_buffer=batch_size
-                ).execute(stmt)
+                ).execute(self.select_statement(spec, since))
             except sa.exc.DBAPIError as exc:
                 raise self._query_error(exc, spec) from None
             for part in result.partitions(batch_size):
                 try:
                     yield rows_to_batch(part, schema)
                 except ConversionFailed as exc:
-                    key = ",".join(
-                        f"{k}={part[exc.index][spec.column_names.index(k)]!r}"
-                        for k in spec.primary_key
-                    )
-                    raise DataError(
-                        f"node {self.node!r} table {spec.qualified}: field {exc.field!r} "
-                        f"row key {key}: value {str(exc.value)[:40]!r} does not fit: {exc.reason}"
-                    ) from None
+                    exc.key = dict(zip(spec.column_names, part[exc.index], strict=True))
+                    raise
 
     def _query_error(self, exc: sa.exc.DBAPIError, spec: TableSpec) -> Exception:
         detail = redact(str(exc.orig).strip().splitlines()[0], self.url.password)

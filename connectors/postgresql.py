@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from sqlalchemy.engine import Connection
 
-from connectors.base import DatabaseConnector, driver_connection
+from connectors.base import DatabaseConnector, SinceFilter, TableSpec, driver_connection
+from connectors.secrets import redact
 from connectors.text_rows import encode_text_rows
 from exchange.catalog.model import Field
+from exchange.errors import BadInput, ConnectionFailed
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "smallint": sa.SmallInteger(),
@@ -70,3 +74,30 @@ class PostgreSQLConnector(DatabaseConnector):
         if not update:
             return ins.on_conflict_do_nothing(index_elements=pk)
         return ins.on_conflict_do_update(index_elements=pk, set_=update)
+
+    def arrow_batches(
+        self, spec: TableSpec, since: SinceFilter | None, batch_size: int
+    ) -> Iterator[pa.RecordBatch]:
+        # ADBC's PostgreSQL driver reads the result in binary straight into Arrow: about 4x
+        # faster than fetching rows through psycopg (bench/README figures).
+        import adbc_driver_postgresql.dbapi as adbc
+
+        compiled = self.select_statement(spec, since).compile(
+            dialect=psycopg_dialect(paramstyle="numeric_dollar")
+        )
+        params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+        uri = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            conn = adbc.connect(uri)
+        except adbc.Error as exc:
+            raise ConnectionFailed(self._connect_message(exc)) from None
+        with conn, conn.cursor() as cur:
+            try:
+                cur.execute(str(compiled), parameters=params or None)
+                reader = cur.fetch_record_batch()
+            except adbc.Error as exc:
+                detail = redact(str(exc).strip().splitlines()[0], self.url.password)
+                raise BadInput(f"node {self.node!r} table {spec.qualified}: {detail}") from None
+            for batch in reader:
+                for start in range(0, batch.num_rows, batch_size):
+                    yield batch.slice(start, batch_size)

@@ -155,3 +155,26 @@ def test_an_unreachable_provider_fails_the_run_with_exit_1_and_no_password(
     assert cli.returncode == 1
     assert "cannot connect to front-end node 'src'" in cli.stderr
     assert SECRET not in cli.stdout + cli.stderr
+
+
+def test_an_arrow_native_source_names_the_row_whose_value_does_not_fit(
+    pg_database: str, make_workspace: Callable[[str], Workspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_database.replace("+psycopg", "")) as conn:
+        conn.execute("CREATE TABLE company (id bigint PRIMARY KEY, status numeric(12,2))")
+        conn.execute("INSERT INTO company VALUES (1, 2), (77, 123456.00), (78, 3)")
+    monkeypatch.setenv("SRC_URL", pg_database)
+    ws = make_workspace(
+        catalog_yaml(
+            {"src": ("postgresql", "{env: SRC_URL}"), "dst": ("sqlite", "{path: d.db}")},
+            RESOURCE,  # declares status as smallint: 123456 does not fit
+        )
+    )
+    add_subscription(ws, "R1", "dst", ["id", "status"], FAR)
+
+    with pytest.raises(DataError) as err:
+        run_resource(ws, "R1")
+
+    assert "field 'status'" in str(err.value) and "row key id=77" in str(err.value)
