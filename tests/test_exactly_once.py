@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import catalog_yaml
-from tests.sources import RESOURCE_YAML, create_source, projection, registry, table_rows, upsert_source
+from tests.sources import (
+    RESOURCE_YAML,
+    create_source,
+    projection,
+    registry,
+    table_rows,
+    upsert_source,
+)
 
 GRANT_PG = "id,uscc,name,reg_capital,established,updated_at,is_active,remark"
 GRANT_MARIA = "id,name,legal_person,address,phone,scope,status"
