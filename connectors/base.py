@@ -38,7 +38,7 @@ MARKER_TABLE = "exchange_delivery_marker"
 
 def check_identifier(name: str, what: str = "identifier") -> str:
     """Refuse anything but a plain identifier; it is quoted by the dialect on top of this."""
-    if not isinstance(name, str) or not IDENTIFIER.match(name):
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name):
         raise BadInput(f"{what} {name!r} is not a valid identifier ({IDENTIFIER.pattern})")
     return name
 
@@ -360,8 +360,17 @@ class DatabaseConnector(ABC):
         # Only validated identifiers, quoted by the dialect, and placeholders: no values.
         return f"INSERT INTO {prep.quote(staging.name)} ({cols}) VALUES ({marks})"  # noqa: S608
 
-    def staging_copy(self, target: sa.Table, name: str, **kw: Any) -> sa.Table:
-        """A same-shaped table object under another name (for DDL and statements)."""
+    def staging_copy(
+        self, target: sa.Table, name: str, *, keyed: bool = True, **kw: Any
+    ) -> sa.Table:
+        """A same-shaped table object under another name (for DDL and statements).
+
+        ``keyed`` keeps the primary key (for the anti-join of snapshot deletes); never an
+        auto-increment, which would make MariaDB's LOAD DATA replace a key 0 by a new value.
+        """
         md = sa.MetaData()
-        cols = [sa.Column(c.name, c.type, primary_key=c.primary_key) for c in target.columns]
+        cols = [
+            sa.Column(c.name, c.type, primary_key=keyed and c.primary_key, autoincrement=False)
+            for c in target.columns
+        ]
         return sa.Table(name, md, *cols, **kw)

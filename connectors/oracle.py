@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, Engine
 
 from connectors.base import DatabaseConnector, driver_connection
 from exchange.catalog.model import Field
@@ -29,8 +29,41 @@ _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
 }
 
 
+# Oracle's reserved words (V$RESERVED_WORDS, reserved = 'Y'): SQLAlchemy's Oracle preparer
+# misses some (ACCESS, FILE, ROWS, SESSION, ...), and an unquoted one breaks CREATE TABLE.
+RESERVED = frozenset(
+    """access add all alter and any as asc audit between by char check cluster column comment
+    compress connect create current date decimal default delete desc distinct drop else
+    exclusive exists file float for from grant group having identified immediate in increment
+    index initial insert integer intersect into is level like lock long maxextents minus
+    mlslabel mode modify noaudit nocompress not nowait null number of offline on online option
+    or order pctfree prior privileges public raw rename resource revoke row rowid rownum rows
+    select session set share size smallint start successful synonym sysdate table then to
+    trigger uid union unique update user validate values varchar varchar2 view whenever where
+    with""".split()
+)
+
+
+class CharInCharacters(sa.types.UserDefinedType[str]):
+    """``CHAR(n CHAR)``: fixed length counted in characters, as validation counts them."""
+
+    cache_ok = True
+
+    def __init__(self, length: int | None):
+        self.length = length
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return f"CHAR({self.length} CHAR)"
+
+
 class OracleConnector(DatabaseConnector):
     dialect = "oracle"
+
+    def _create_engine(self, url: URL) -> Engine:
+        engine = super()._create_engine(url)
+        prep = engine.dialect.identifier_preparer
+        prep.reserved_words = set(prep.reserved_words) | RESERVED
+        return engine
 
     def column_type(self, field: Field) -> sa.types.TypeEngine[Any]:
         if field.type == "decimal":
@@ -38,13 +71,15 @@ class OracleConnector(DatabaseConnector):
         if field.type == "varchar":
             return oracle.VARCHAR2(field.length)  # rendered in characters, not bytes
         if field.type == "char":
-            return sa.CHAR(field.length)
+            return CharInCharacters(field.length)
         return _SIMPLE[field.type]
 
     def create_staging(self, conn: Connection, target: sa.Table) -> sa.Table:
         staging = self.staging_copy(
             target,
-            f"ora$ptt_stg_{target.name}"[:128],
+            # Unquoted (lower case), so that Oracle sees the ORA$PTT_ prefix it requires.
+            f"ora$ptt_stg_{target.name.lower()}"[:128],
+            keyed=False,  # a private temporary table may have no index, so no primary key
             prefixes=["PRIVATE TEMPORARY"],
             oracle_on_commit="DROP DEFINITION",
         )

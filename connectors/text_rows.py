@@ -14,6 +14,8 @@ _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 
 
 def _column_text(arr: pa.Array) -> pa.Array:
+    if pa.types.is_large_string(arr.type):
+        arr = pc.cast(arr, pa.string())  # one batch of text stays far below 2 GiB
     if pa.types.is_boolean(arr.type):
         text = pc.if_else(arr, "1", "0")
     elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):

@@ -253,12 +253,6 @@ def _wait_until_a_backend_waits_for_a_lock(store: Store, seconds: float = 10) ->
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: audit.append locks only the current head row (SELECT ... FOR UPDATE); a "
-    "concurrent append that waited on that lock then reads the same, now stale, head and the "
-    "chain forks, so verify reports tampering that never happened",
-)
 def test_concurrent_appends_on_postgresql_keep_the_chain_intact(pg_database: str) -> None:
     store = Store(pg_database)
     try:

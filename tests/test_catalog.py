@@ -203,11 +203,6 @@ def test_incremental_mode_without_a_cursor_is_reported_at_the_resource(tmp_path:
     assert problems == ["catalog.yaml:7 resources[0]: 'cursor' is a required property"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the identifier pattern ends in '$', which Python's re (used by jsonschema) "
-    "also matches before a trailing newline, so 'enterprise\\n' passes as a table name",
-)
 def test_a_table_name_with_a_trailing_newline_is_a_validation_error(tmp_path: Path) -> None:
     text = edit(VALID, "source: {table: enterprise}", 'source: {table: "enterprise\\n"}')
 
@@ -295,11 +290,6 @@ def test_several_cross_reference_problems_are_all_reported_sorted_by_line(tmp_pa
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP: cross-reference checks only run when the schema is clean "
-    "(loader.validate_document: `if not found`), so fixing a catalog takes two rounds",
-)
 def test_schema_and_cross_reference_problems_are_reported_together(tmp_path: Path) -> None:
     text = edit(VALID, "{name: legal_person, type: varchar", "{name: legal_person, type: varchr")
     text = edit(text, "provider: market_fe", "provider: tax_fe")
@@ -354,11 +344,6 @@ def test_cli_validate_accepts_the_demo_catalog() -> None:
     assert result.stderr == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cli/app.py prints problems through rich without soft_wrap, so a problem longer "
-    "than the console width (200 off a terminal) is split over several stderr lines",
-)
 def test_cli_prints_each_problem_on_one_line_however_long(tmp_path: Path) -> None:
     path = tmp_path / "market_supervision_bureau_front_end_catalog.yaml"
     path.write_text(edit(VALID, "type: timestamp", "type: datetime"), encoding="utf-8")

@@ -132,12 +132,6 @@ def test_oracle_varchar_length_counts_characters_so_chinese_text_fits() -> None:
     assert column_types(ddl(connector("oracle"), spec))["name"] == "VARCHAR2(4 CHAR) NOT NULL"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: oracle.py maps char to sa.CHAR(n), i.e. CHAR(n) in BYTE semantics by default, "
-    "while quality.MaxLength counts characters: '张三李四' passes validation for char(4) "
-    "and then fails to load (ORA-12899); it should be CHAR(n CHAR) like VARCHAR2",
-)
 def test_oracle_char_length_counts_characters_too() -> None:
     spec = TableSpec("t", (Field("code", "char", length=4),), ("code",))
 
@@ -154,18 +148,12 @@ def test_oracle_staging_is_a_private_temporary_table_dropped_on_commit() -> None
     assert create.startswith("CREATE PRIVATE TEMPORARY TABLE ora$ptt_stg_company (")
     assert create.endswith("ON COMMIT DROP DEFINITION")
     assert column_types(create) == {
-        "id": "NUMBER(19, 0) NOT NULL",
+        "id": "NUMBER(19, 0)",  # no NOT NULL: no key is allowed on a private temp table
         "name": "VARCHAR2(100 CHAR)",
         "updated_at": "TIMESTAMP",
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: base.staging_copy keeps primary_key=True, so the private temporary table gets "
-    "a PRIMARY KEY; Oracle allows no index (so no primary key) on a private temporary table "
-    "(ORA-14451), so every Oracle merge would fail at create_staging",
-)
 def test_oracle_staging_has_no_constraint_that_needs_an_index() -> None:
     _, _, create = staging(connector("oracle"), COMPANY)
 
@@ -332,12 +320,6 @@ def test_mysql_staging_is_a_utf8mb4_temporary_table() -> None:
     assert create.endswith("ENGINE=InnoDB CHARSET=utf8mb4 COLLATE utf8mb4_bin")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: base.staging_copy builds key columns without autoincrement=False, so a single "
-    "integer key is AUTO_INCREMENT in MySQL staging: LOAD DATA turns id 0 into a generated id "
-    "(reproduced on MariaDB: source id 0 is delivered as id 1)",
-)
 def test_mysql_staging_never_generates_key_values() -> None:
     _, _, create = staging(connector("mysql"), COMPANY)
 
@@ -393,11 +375,6 @@ def test_a_name_that_is_not_a_plain_identifier_is_bad_input(
         TableSpec(**{**kwargs, **spec_kwargs})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: base.check_identifier uses IDENTIFIER.match with a '$'-terminated pattern, "
-    "which also accepts a trailing newline; use fullmatch (or \\Z)",
-)
 def test_a_name_with_a_trailing_newline_is_bad_input() -> None:
     with pytest.raises(BadInput):
         TableSpec("company\n", COMPANY.fields, ("id",))
@@ -425,12 +402,6 @@ def test_a_reserved_word_as_a_column_name_is_quoted(dialect: str, word: str) -> 
 
 
 @pytest.mark.parametrize("word", ["file", "session", "rows", "online", "column", "access"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SQLAlchemy's Oracle preparer does not know every Oracle reserved word "
-    "(ACCESS, ADD, AUDIT, COLUMN, FILE, MODIFY, ONLINE, ROW, ROWS, SESSION, SYSDATE, ...), "
-    "so such a field name is emitted unquoted and CREATE TABLE fails with ORA-00904",
-)
 def test_an_oracle_only_reserved_word_as_a_column_name_is_quoted(word: str) -> None:
     spec = TableSpec(
         "t", (Field("id", "bigint", nullable=False), Field(word, "varchar", length=5)), ("id",)

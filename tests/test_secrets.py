@@ -73,11 +73,6 @@ def test_redact_leaves_other_key_value_pairs_alone() -> None:
     assert redact(text) == text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP: _KEYVAL needs password right before '=' or ':', so a quoted key as in a "
-    "JSON or Python-dict dump (e.g. Airflow connection extras) leaks its value",
-)
 @pytest.mark.parametrize("text", ['{"password": "s3cr3t"}', "{'password': 's3cr3t'}"])
 def test_redact_removes_passwords_in_json_and_dict_dumps(text: str) -> None:
     assert SECRET not in redact(text)
@@ -105,11 +100,6 @@ def test_safe_url_keeps_a_url_without_a_password() -> None:
     assert safe_url(url) == "oracle+oracledb://u@127.0.0.1:1521/?service_name=FREEPDB1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: safe_url only hides URL.password; libpq/psycopg also take the password as a "
-    "query parameter (?password=...), which render_as_string shows in full",
-)
 def test_safe_url_hides_a_password_given_as_a_query_parameter() -> None:
     url = make_url(f"postgresql+psycopg://exchange@10.1.2.3/fe?password={SECRET}")
 

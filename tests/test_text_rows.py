@@ -157,11 +157,6 @@ def test_an_empty_batch_is_no_bytes() -> None:
     assert encode_text_rows(batch(id=pa.array([1], pa.int64())).slice(1)) == b""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: text_rows claims large_string support, but joins with a plain-string separator "
-    "(no kernel for large_string, string) and reads the offsets buffer as int32",
-)
 def test_a_large_string_column_encodes_like_a_string_column() -> None:
     values = ["a\tb", None, "张三"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from exchange.catalog.model import DATABASE_KINDS, Catalog, build_catalog
+from exchange.catalog.model import Catalog, build_catalog
+from exchange.catalog.quality_spec import quality_problems
 from exchange.errors import CatalogError
 from schemas import load_schema
 
@@ -44,51 +46,109 @@ def _line_of(root: yaml.Node | None, parts: list[str | int] | tuple[str | int, .
     return line
 
 
+def _dicts(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    """The mapping items of a list, with their indexes (anything else is the schema's to flag)."""
+    return [(i, v) for i, v in enumerate(value)] if isinstance(value, list) else []
+
+
+def _strings(value: Any) -> list[tuple[int, str]]:
+    return (
+        [(i, v) for i, v in enumerate(value) if isinstance(v, str)]
+        if isinstance(value, list)
+        else []
+    )
+
+
+FILE_KINDS = frozenset({"sftp", "ftp", "ftps", "local"})
+_IDENTIFIER = re.compile(load_schema()["$defs"]["identifier"]["pattern"])
+
+
 def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], str]]:
-    """Cross-reference checks that JSON Schema cannot express."""
-    nodes = {n.get("name"): n for n in doc.get("nodes", [])}
-    seen_nodes: set[str] = set()
-    for i, n in enumerate(doc.get("nodes", [])):
-        if n["name"] in seen_nodes:
-            yield ["nodes", i, "name"], f"duplicate node name {n['name']!r}"
-        seen_nodes.add(n["name"])
-        if "path" in n["connection"] and n["kind"] not in ("sqlite", "local"):
+    """Cross-reference checks that JSON Schema cannot express.
+
+    They run even when the schema found problems (so one pass reports everything), and so
+    they read every key defensively.
+    """
+    nodes = {n.get("name"): n for _, n in _dicts(doc.get("nodes")) if isinstance(n, dict)}
+    seen_nodes: set[Any] = set()
+    for i, n in _dicts(doc.get("nodes")):
+        if not isinstance(n, dict):
+            continue
+        if n.get("name") in seen_nodes:
+            yield ["nodes", i, "name"], f"duplicate node name {n.get('name')!r}"
+        seen_nodes.add(n.get("name"))
+        conn = n.get("connection")
+        if isinstance(conn, dict) and "path" in conn and n.get("kind") not in ("sqlite", "local"):
             yield (
                 ["nodes", i, "connection", "path"],
-                f"a {n['kind']} node needs 'env' or 'airflow_conn_id', not a path",
+                f"a {n.get('kind')} node needs 'env' or 'airflow_conn_id', not a path",
             )
-    seen_codes: set[str] = set()
-    for i, r in enumerate(doc.get("resources", [])):
+    seen_codes: set[Any] = set()
+    for i, r in _dicts(doc.get("resources")):
+        if not isinstance(r, dict):
+            continue
         here: list[str | int] = ["resources", i]
-        if r["code"] in seen_codes:
-            yield here + ["code"], f"duplicate resource code {r['code']!r}"
-        seen_codes.add(r["code"])
-        provider = nodes.get(r["provider"])
+        if r.get("code") in seen_codes:
+            yield here + ["code"], f"duplicate resource code {r.get('code')!r}"
+        seen_codes.add(r.get("code"))
+        provider = nodes.get(r.get("provider"))
         if provider is None:
-            yield here + ["provider"], f"unknown node {r['provider']!r}"
-        elif r["kind"] == "table" and provider["kind"] not in DATABASE_KINDS:
+            yield here + ["provider"], f"unknown node {r.get('provider')!r}"
+        elif r.get("kind") == "table" and provider.get("kind") in FILE_KINDS:
             yield (
                 here + ["provider"],
-                f"a table resource needs a database node, {r['provider']!r} is {provider['kind']}",
+                f"a table resource needs a database node, {r.get('provider')!r} "
+                f"is {provider.get('kind')}",
             )
+        yield from _trailing_newlines(r, here)
         names: list[str] = []
-        for j, f in enumerate(r.get("fields", [])):
+        for j, f in _dicts(r.get("fields")):
+            if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+                continue
             at = here + ["fields", j]
-            if f["name"].lower() in (n.lower() for n in names):
-                yield at + ["name"], f"duplicate field {f['name']!r}"
-            names.append(f["name"])
-            if f["type"] in ("varchar", "char") and "length" not in f:
-                yield at, f"field {f['name']!r} of type {f['type']} needs a length"
-            if f["type"] == "decimal":
+            name, ftype = f["name"], f.get("type")
+            if name.lower() in (n.lower() for n in names):
+                yield at + ["name"], f"duplicate field {name!r}"
+            names.append(name)
+            if ftype in ("varchar", "char") and "length" not in f:
+                yield at, f"field {name!r} of type {ftype} needs a length"
+            if ftype == "decimal":
                 if "precision" not in f:
-                    yield at, f"field {f['name']!r} of type decimal needs a precision"
-                elif f.get("scale", 0) > f["precision"]:
-                    yield at + ["scale"], "scale is larger than precision"
-        for j, key in enumerate(r.get("primary_key", [])):
+                    yield at, f"field {name!r} of type decimal needs a precision"
+                elif isinstance(f.get("scale", 0), int) and isinstance(f["precision"], int):
+                    if f.get("scale", 0) > f["precision"]:
+                        yield at + ["scale"], "scale is larger than precision"
+        for j, key in _strings(r.get("primary_key")):
             if key not in names:
                 yield here + ["primary_key", j], f"{key!r} is not a field of the resource"
-        if "cursor" in r and r["cursor"] not in names:
+        if isinstance(r.get("cursor"), str) and r["cursor"] not in names:
             yield here + ["cursor"], f"{r['cursor']!r} is not a field of the resource"
+        yield from ((here + p, m) for p, m in quality_problems(r))
+
+
+def _trailing_newlines(
+    r: dict[str, Any], here: list[str | int]
+) -> Iterator[tuple[list[str | int], str]]:
+    """Names the schema's pattern lets through because ``$`` also matches before a final
+    newline (a YAML block scalar makes one): they are no identifiers either."""
+    source = r.get("source") if isinstance(r.get("source"), dict) else {}
+    candidates: list[tuple[list[str | int], Any]] = [
+        (here + ["source", k], source.get(k)) for k in ("schema", "table")
+    ]
+    candidates += [
+        (here + ["fields", j, "name"], f.get("name"))
+        for j, f in _dicts(r.get("fields"))
+        if isinstance(f, dict)
+    ]
+    candidates += [(here + ["primary_key", j], k) for j, k in _strings(r.get("primary_key"))]
+    candidates.append((here + ["cursor"], r.get("cursor")))
+    for path, value in candidates:
+        if (
+            isinstance(value, str)
+            and _IDENTIFIER.search(value)
+            and not _IDENTIFIER.fullmatch(value)
+        ):
+            yield path, f"{value!r} is not a valid identifier (it ends with a line break)"
 
 
 def validate_document(doc: Any, root: yaml.Node | None, filename: str) -> list[str]:
@@ -97,7 +157,7 @@ def validate_document(doc: Any, root: yaml.Node | None, filename: str) -> list[s
     for err in _VALIDATOR.iter_errors(doc):
         parts = list(err.absolute_path)
         found.append((_line_of(root, parts), f"{format_path(parts)}: {err.message}"))
-    if not found and isinstance(doc, dict):
+    if isinstance(doc, dict):
         for parts, msg in _semantic_problems(doc):
             found.append((_line_of(root, parts), f"{format_path(parts)}: {msg}"))
     found.sort(key=lambda x: x[0])

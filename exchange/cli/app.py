@@ -222,11 +222,11 @@ def main() -> None:
         app()
     except CatalogError as exc:
         for problem in exc.problems:
-            errors.print(problem, markup=False, highlight=False)
+            errors.print(problem, markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except BadInput as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except ExchangeError as exc:
-        errors.print(f"error: {exc}", markup=False, highlight=False)
+        errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)

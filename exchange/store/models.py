@@ -99,5 +99,5 @@ class AuditEvent(Base):
     kind: Mapped[str] = mapped_column(sa.String(50))
     subject: Mapped[str] = mapped_column(sa.String(200))
     payload: Mapped[dict[str, Any]]
-    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    prev_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
