@@ -11,7 +11,6 @@ import jsonschema
 import yaml
 
 from exchange.catalog.model import Catalog, build_catalog
-from exchange.catalog.quality_spec import quality_problems
 from exchange.errors import CatalogError
 from schemas import load_schema
 
@@ -123,7 +122,6 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
                 yield here + ["primary_key", j], f"{key!r} is not a field of the resource"
         if isinstance(r.get("cursor"), str) and r["cursor"] not in names:
             yield here + ["cursor"], f"{r['cursor']!r} is not a field of the resource"
-        yield from ((here + p, m) for p, m in quality_problems(r))
 
 
 def _trailing_newlines(
