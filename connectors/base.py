@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows_to_batch
+from connectors.prefetch import prefetch
 from connectors.secrets import redact, safe_url
 from exchange.catalog.model import Field
 from exchange.errors import BadInput, ConnectionFailed, DataError
@@ -92,6 +93,12 @@ class DeliveryMarker:
 def driver_connection(conn: Connection) -> Any:
     """The DBAPI driver's own connection under a SQLAlchemy one (for COPY, LOAD DATA, ...)."""
     return conn.connection.driver_connection
+
+
+def utcnow_naive() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def row_key(batch: pa.RecordBatch, index: int, key: tuple[str, ...]) -> str:
@@ -272,6 +279,7 @@ class DatabaseConnector(ABC):
             return None
         return DeliveryMarker(subscription_id, row.run_id, row.watermark, row.rows_merged)
 
+    @abstractmethod
     def merge(
         self,
         spec: TableSpec,
@@ -281,45 +289,23 @@ class DatabaseConnector(ABC):
         marker: DeliveryMarker,
         on_rows: Callable[[int], None] | None = None,
     ) -> int:
-        """Load ``batches`` into ``spec`` by primary key, with the marker, in one transaction."""
-        import datetime as dt
+        """Load ``batches`` into ``spec`` by primary key, with the marker, in one transaction;
+        return the number of rows loaded. ``delete_missing`` (snapshot mode) also deletes the
+        target rows whose key is not among them."""
 
-        md = sa.MetaData()
-        target = self.sa_table(spec, md)
-        marker_t = self._marker_table(md, spec.schema)
-        loaded = 0
-        with self.connect(begin=True) as conn:
-            staging = self.create_staging(conn, target)
-            for batch in batches:
-                if batch.num_rows == 0:
-                    continue
-                try:
-                    self.bulk_load(conn, staging, batch)
-                except sa.exc.DBAPIError as exc:
-                    raise self.explain_load_error(exc, spec, batch) from None
-                loaded += batch.num_rows
-                if on_rows:
-                    on_rows(batch.num_rows)
-            crashpoint("merge:staged", self.node)
-            conn.execute(self.upsert(target, staging))
-            crashpoint("merge:upserted", self.node)
-            if delete_missing:
-                conn.execute(self.delete_missing(target, staging))
-            conn.execute(
-                sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id)
-            )
-            conn.execute(
-                sa.insert(marker_t).values(
-                    subscription_id=marker.subscription_id,
-                    run_id=marker.run_id,
-                    target_table=spec.qualified,
-                    watermark=marker.watermark,
-                    rows_merged=loaded,
-                    delivered_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
-                )
-            )
-            crashpoint("merge:before-commit", self.node)
-        return loaded
+    def marker_values(self, spec: TableSpec, marker: DeliveryMarker, rows: int) -> dict[str, Any]:
+        return {
+            "subscription_id": marker.subscription_id,
+            "run_id": marker.run_id,
+            "target_table": spec.qualified,
+            "watermark": marker.watermark,
+            "rows_merged": rows,
+            "delivered_at": utcnow_naive(),
+        }
+
+    def upsert(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
+        """Insert staging rows into target, updating rows whose primary key exists."""
+        raise NotImplementedError
 
     def explain_load_error(
         self, exc: sa.exc.DBAPIError, spec: TableSpec, batch: pa.RecordBatch
@@ -334,18 +320,6 @@ class DatabaseConnector(ABC):
         """0-based index in the batch of the row the database rejected, when it says."""
         return None
 
-    @abstractmethod
-    def create_staging(self, conn: Connection, target: sa.Table) -> sa.Table:
-        """Create a session-private staging table shaped like ``target``; return it."""
-
-    @abstractmethod
-    def bulk_load(self, conn: Connection, staging: sa.Table, batch: pa.RecordBatch) -> None:
-        """Append ``batch`` to the staging table by the dialect's fastest path."""
-
-    @abstractmethod
-    def upsert(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
-        """Insert staging rows into target, updating rows whose primary key exists."""
-
     def delete_missing(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
         """Delete target rows whose primary key is not staged (snapshot mode)."""
         pk = [target.c[c.name] for c in target.primary_key.columns]
@@ -358,7 +332,7 @@ class DatabaseConnector(ABC):
         cols = ", ".join(prep.quote(c.name) for c in staging.columns)
         marks = ", ".join(placeholder(i) for i in range(len(staging.columns)))
         # Only validated identifiers, quoted by the dialect, and placeholders: no values.
-        return f"INSERT INTO {prep.quote(staging.name)} ({cols}) VALUES ({marks})"  # noqa: S608
+        return f"INSERT INTO {prep.format_table(staging)} ({cols}) VALUES ({marks})"  # noqa: S608
 
     def staging_copy(
         self, target: sa.Table, name: str, *, keyed: bool = True, **kw: Any
@@ -374,3 +348,64 @@ class DatabaseConnector(ABC):
             for c in target.columns
         ]
         return sa.Table(name, md, *cols, **kw)
+
+
+class StagedMerge(DatabaseConnector):
+    """``merge`` through a SQLAlchemy transaction: bulk-load into a session-private staging
+    table, upsert, delete what is missing, write the marker, commit.
+
+    Into an empty target (a first delivery) the rows are bulk-loaded straight into it: there is
+    nothing to update or delete, and the staging copy would double the work.
+    """
+
+    def merge(
+        self,
+        spec: TableSpec,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        delete_missing: bool,
+        marker: DeliveryMarker,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> int:
+        md = sa.MetaData()
+        target = self.sa_table(spec, md)
+        marker_t = self._marker_table(md, spec.schema)
+        loaded = 0
+        prepared = prefetch((b, self.encode(b)) for b in batches if b.num_rows)
+        with self.connect(begin=True) as conn:
+            empty = conn.execute(sa.select(sa.literal(1)).select_from(target).limit(1)).first()
+            into = target if empty is None else self.create_staging(conn, target)
+            for batch, payload in prepared:
+                try:
+                    self.bulk_load(conn, into, batch, payload)
+                except sa.exc.DBAPIError as exc:
+                    raise self.explain_load_error(exc, spec, batch) from None
+                loaded += batch.num_rows
+                if on_rows:
+                    on_rows(batch.num_rows)
+            crashpoint("merge:staged", self.node)
+            if into is not target:
+                conn.execute(self.upsert(target, into))
+                crashpoint("merge:upserted", self.node)
+                if delete_missing:
+                    conn.execute(self.delete_missing(target, into))
+            conn.execute(
+                sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id)
+            )
+            conn.execute(sa.insert(marker_t).values(**self.marker_values(spec, marker, loaded)))
+            crashpoint("merge:before-commit", self.node)
+        return loaded
+
+    def encode(self, batch: pa.RecordBatch) -> Any:
+        """Prepare a batch for ``bulk_load`` (runs ahead, in the prefetch thread)."""
+        return None
+
+    @abstractmethod
+    def create_staging(self, conn: Connection, target: sa.Table) -> sa.Table:
+        """Create a session-private staging table shaped like ``target``; return it."""
+
+    @abstractmethod
+    def bulk_load(
+        self, conn: Connection, table: sa.Table, batch: pa.RecordBatch, payload: Any
+    ) -> None:
+        """Append ``batch`` (``payload`` is what ``encode`` made of it) to ``table``."""

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine
 
-from connectors.base import DatabaseConnector, driver_connection
+from connectors.base import StagedMerge, driver_connection
 from connectors.text_rows import encode_text_rows
 from exchange.catalog.model import Field
 
@@ -32,7 +32,7 @@ _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
 _AT_ROW = re.compile(r"\bat row (\d+)")
 
 
-class MySQLConnector(DatabaseConnector):
+class MySQLConnector(StagedMerge):
     dialect = "mysql"
 
     def _create_engine(self, url: URL) -> Engine:
@@ -70,17 +70,22 @@ class MySQLConnector(DatabaseConnector):
         staging.create(conn)
         return staging
 
-    def bulk_load(self, conn: Connection, staging: sa.Table, batch: pa.RecordBatch) -> None:
+    def encode(self, batch: pa.RecordBatch) -> bytes:
+        return encode_text_rows(batch)
+
+    def bulk_load(
+        self, conn: Connection, table: sa.Table, batch: pa.RecordBatch, payload: Any
+    ) -> None:
         prep = conn.dialect.identifier_preparer
         columns = ", ".join(prep.quote(n) for n in batch.schema.names)
         fd, path = tempfile.mkstemp(prefix="exchange-load-", suffix=".tsv")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(encode_text_rows(batch))
+                fh.write(payload)
             cursor = driver_connection(conn).cursor()
             # Identifiers are validated and quoted by the dialect; the file name is a parameter.
             cursor.execute(
-                f"LOAD DATA LOCAL INFILE %s INTO TABLE {prep.quote(staging.name)} "
+                f"LOAD DATA LOCAL INFILE %s INTO TABLE {prep.format_table(table)} "
                 f"CHARACTER SET utf8mb4 ({columns})",
                 (path,),
             )

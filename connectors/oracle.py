@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 from sqlalchemy.engine import URL, Connection, Engine
 
-from connectors.base import DatabaseConnector, driver_connection
+from connectors.base import StagedMerge, driver_connection
 from exchange.catalog.model import Field
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
@@ -56,7 +56,7 @@ class CharInCharacters(sa.types.UserDefinedType[str]):
         return f"CHAR({self.length} CHAR)"
 
 
-class OracleConnector(DatabaseConnector):
+class OracleConnector(StagedMerge):
     dialect = "oracle"
 
     def _create_engine(self, url: URL) -> Engine:
@@ -86,10 +86,14 @@ class OracleConnector(DatabaseConnector):
         conn.execute(sa.schema.CreateTable(staging))
         return staging
 
-    def bulk_load(self, conn: Connection, staging: sa.Table, batch: pa.RecordBatch) -> None:
-        stmt = self.positional_insert(staging, lambda i: f":{i + 1}")
-        rows = list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
-        driver_connection(conn).cursor().executemany(stmt, rows)
+    def encode(self, batch: pa.RecordBatch) -> list[tuple[Any, ...]]:
+        return list(zip(*(c.to_pylist() for c in batch.columns), strict=True))
+
+    def bulk_load(
+        self, conn: Connection, table: sa.Table, batch: pa.RecordBatch, payload: Any
+    ) -> None:
+        stmt = self.positional_insert(table, lambda i: f":{i + 1}")
+        driver_connection(conn).cursor().executemany(stmt, payload)
 
     def upsert(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
         prep = self.engine.dialect.identifier_preparer

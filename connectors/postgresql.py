@@ -1,23 +1,24 @@
-"""PostgreSQL front-end databases (psycopg 3): COPY into a temporary table, then ON CONFLICT."""
+"""PostgreSQL front-end databases: Arrow in and out through ADBC (binary COPY in C++);
+psycopg 3 (through SQLAlchemy) for DDL and inspection."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
-from psycopg import sql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
-from sqlalchemy.engine import Connection
 
-from connectors.base import DatabaseConnector, SinceFilter, TableSpec, driver_connection
+from connectors.arrow_types import arrow_type
+from connectors.base import DatabaseConnector, DeliveryMarker, SinceFilter, TableSpec
+from connectors.prefetch import prefetch
 from connectors.secrets import redact
-from connectors.text_rows import encode_text_rows
 from exchange.catalog.model import Field
-from exchange.errors import BadInput, ConnectionFailed
+from exchange.errors import BadInput, ConnectionFailed, DataError
+from exchange.faults import crashpoint
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "smallint": sa.SmallInteger(),
@@ -44,27 +45,6 @@ class PostgreSQLConnector(DatabaseConnector):
             return sa.CHAR(field.length)
         return _SIMPLE[field.type]
 
-    def create_staging(self, conn: Connection, target: sa.Table) -> sa.Table:
-        staging = self.staging_copy(
-            target, f"stg_{target.name}"[:63], prefixes=["TEMPORARY"], postgresql_on_commit="DROP"
-        )
-        staging.create(conn)
-        return staging
-
-    def bulk_load(self, conn: Connection, staging: sa.Table, batch: pa.RecordBatch) -> None:
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier(staging.name),
-            sql.SQL(", ").join(sql.Identifier(n) for n in batch.schema.names),
-        )
-        cursor = driver_connection(conn).cursor()
-        with cursor.copy(copy_sql) as copy:
-            copy.write(encode_text_rows(batch))
-
-    def failing_row(self, exc: sa.exc.DBAPIError) -> int | None:
-        context = getattr(getattr(exc.orig, "diag", None), "context", None) or ""
-        m = _COPY_LINE.search(context)
-        return int(m.group(1)) - 1 if m else None
-
     def upsert(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
         pk = [c.name for c in target.primary_key.columns]
         ins = postgresql.insert(target).from_select(
@@ -82,18 +62,11 @@ class PostgreSQLConnector(DatabaseConnector):
         # faster than fetching rows through psycopg (bench/README figures).
         import adbc_driver_postgresql.dbapi as adbc
 
-        compiled = self.select_statement(spec, since).compile(
-            dialect=psycopg_dialect(paramstyle="numeric_dollar")
-        )
-        params = tuple(compiled.params[k] for k in compiled.positiontup or ())
-        uri = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        try:
-            conn = adbc.connect(uri)
-        except adbc.Error as exc:
-            raise ConnectionFailed(self._connect_message(exc)) from None
+        sql_text, params = self._sql(self.select_statement(spec, since))
+        conn = self._adbc()
         with conn, conn.cursor() as cur:
             try:
-                cur.execute(str(compiled), parameters=params or None)
+                cur.execute(sql_text, parameters=params or None)
                 reader = cur.fetch_record_batch()
             except adbc.Error as exc:
                 detail = redact(str(exc).strip().splitlines()[0], self.url.password)
@@ -101,3 +74,83 @@ class PostgreSQLConnector(DatabaseConnector):
             for batch in reader:
                 for start in range(0, batch.num_rows, batch_size):
                     yield batch.slice(start, batch_size)
+
+    def staging_table(self, target: sa.Table) -> sa.Table:
+        """The temporary table that ADBC's ingest creates (mode "create", temporary)."""
+        return self.staging_copy(target, f"stg_{target.name}"[:63], keyed=False)
+
+    def _adbc(self) -> Any:
+        import adbc_driver_postgresql.dbapi as adbc
+
+        uri = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        try:
+            return adbc.connect(uri)
+        except adbc.Error as exc:
+            raise ConnectionFailed(self._connect_message(exc)) from None
+
+    def merge(
+        self,
+        spec: TableSpec,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        delete_missing: bool,
+        marker: DeliveryMarker,
+        on_rows: Callable[[int], None] | None = None,
+    ) -> int:
+        """One ADBC transaction: binary COPY of the Arrow batches (into the target when it is
+        empty, else into a temporary table, then ON CONFLICT and the snapshot delete), and the
+        marker. ADBC writes Arrow as binary COPY in C++: no per-row Python, no text encoding."""
+        import adbc_driver_postgresql.dbapi as adbc
+
+        md = sa.MetaData()
+        target = self.sa_table(spec, md)
+        marker_t = self._marker_table(md, spec.schema)
+        staging = self.staging_table(target)
+        loaded = 0
+
+        def counted() -> Iterator[pa.RecordBatch]:
+            nonlocal loaded
+            for batch in prefetch(b for b in batches if b.num_rows):
+                loaded += batch.num_rows
+                if on_rows:
+                    on_rows(batch.num_rows)
+                yield batch
+
+        reader = pa.RecordBatchReader.from_batches(
+            pa.schema([pa.field(f.name, arrow_type(f)) for f in spec.fields]), counted()
+        )
+        conn = self._adbc()
+        with conn, conn.cursor() as cur:
+            try:
+                probe, params = self._sql(
+                    sa.select(sa.literal_column("1")).select_from(target).limit(1)
+                )
+                cur.execute(probe, parameters=params or None)
+                empty = cur.fetchone() is None
+                if empty:
+                    cur.adbc_ingest(target.name, reader, mode="append", db_schema_name=spec.schema)
+                else:
+                    cur.adbc_ingest(staging.name, reader, mode="create", temporary=True)
+                crashpoint("merge:staged", self.node)
+                if not empty:
+                    cur.execute(self._sql(self.upsert(target, staging))[0])  # no parameters
+                    crashpoint("merge:upserted", self.node)
+                    if delete_missing:
+                        cur.execute(self._sql(self.delete_missing(target, staging))[0])
+                for stmt in (
+                    sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id),
+                    sa.insert(marker_t).values(**self.marker_values(spec, marker, loaded)),
+                ):
+                    sql_text, params = self._sql(stmt)
+                    cur.execute(sql_text, parameters=params or None)
+                crashpoint("merge:before-commit", self.node)
+                conn.commit()
+            except adbc.Error as exc:
+                detail = redact(str(exc).strip().splitlines()[0], self.url.password)
+                raise DataError(f"node {self.node!r} table {spec.qualified}: {detail}") from None
+        return loaded
+
+    def _sql(self, stmt: Any) -> tuple[str, tuple[Any, ...]]:
+        """A statement as PostgreSQL text with $n parameters, for the ADBC driver."""
+        compiled = stmt.compile(dialect=psycopg_dialect(paramstyle="numeric_dollar"))
+        return str(compiled), tuple(compiled.params[k] for k in compiled.positiontup or ())

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 
-from connectors.base import DatabaseConnector, driver_connection
+from connectors.base import StagedMerge, driver_connection
 from exchange.catalog.model import Field
 
 # SQLite has no date, decimal or boolean storage class: dates, timestamps and decimals are kept
@@ -24,7 +24,7 @@ _TYPES: dict[str, sa.types.TypeEngine[Any]] = {
 }
 
 
-class SQLiteConnector(DatabaseConnector):
+class SQLiteConnector(StagedMerge):
     dialect = "sqlite"
 
     def _create_engine(self, url: URL) -> Engine:
@@ -56,10 +56,15 @@ class SQLiteConnector(DatabaseConnector):
         staging.create(conn)
         return staging
 
-    def bulk_load(self, conn: Connection, staging: sa.Table, batch: pa.RecordBatch) -> None:
-        columns = [_sqlite_values(c) for c in batch.columns]
+    def encode(self, batch: pa.RecordBatch) -> list[list[Any]]:
+        return [_sqlite_values(c) for c in batch.columns]
+
+    def bulk_load(
+        self, conn: Connection, table: sa.Table, batch: pa.RecordBatch, payload: Any
+    ) -> None:
+        columns = payload
         driver_connection(conn).executemany(
-            self.positional_insert(staging, lambda i: "?"), zip(*columns, strict=True)
+            self.positional_insert(table, lambda i: "?"), zip(*columns, strict=True)
         )
 
     def upsert(self, target: sa.Table, staging: sa.Table) -> sa.Executable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+_SPECIAL = r"[\\\t\n\r]"
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 
 
@@ -18,10 +19,12 @@ def _column_text(arr: pa.Array) -> pa.Array:
         arr = pc.cast(arr, pa.string())  # one batch of text stays far below 2 GiB
     if pa.types.is_boolean(arr.type):
         text = pc.if_else(arr, "1", "0")
-    elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+    elif pa.types.is_string(arr.type):
         text = arr
-        for raw, escaped in _ESCAPES:
-            text = pc.replace_substring(text, raw, escaped)
+        # One scan decides whether the four escaping passes are needed at all (mostly not).
+        if pc.any(pc.match_substring_regex(arr, _SPECIAL)).as_py():
+            for raw, escaped in _ESCAPES:
+                text = pc.replace_substring(text, raw, escaped)
     else:
         text = pc.cast(arr, pa.string())
     return pc.fill_null(text, "\\N")

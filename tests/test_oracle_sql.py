@@ -83,8 +83,12 @@ def sql(conn: DatabaseConnector, stmt: Any) -> str:
 
 
 def staging(conn: DatabaseConnector, spec: TableSpec) -> tuple[sa.Table, sa.Table, str]:
-    """Target, the staging table ``create_staging`` makes, and the DDL it executed."""
+    """Target, the staging table ``create_staging`` makes, and the DDL it executed.
+
+    PostgreSQL's staging table is created by ADBC's bulk ingest, not by DDL: "" for it."""
     target = conn.sa_table(spec)
+    if isinstance(conn, PostgreSQLConnector):
+        return target, conn.staging_table(target), ""
     executed: list[str] = []
 
     def capture(statement: Any, *multiparams: Any, **params: Any) -> None:
@@ -250,12 +254,11 @@ def test_postgresql_maps_every_logical_type() -> None:
     }
 
 
-def test_postgresql_staging_is_a_temporary_table_dropped_on_commit() -> None:
-    _, stage, create = staging(connector("postgresql"), COMPANY)
+def test_postgresql_staging_is_unkeyed_and_named_after_the_target() -> None:
+    _, stage, _ = staging(connector("postgresql"), COMPANY)
 
     assert stage.name == "stg_company"
-    assert create.startswith("CREATE TEMPORARY TABLE stg_company (")
-    assert create.endswith("ON COMMIT DROP")
+    assert not stage.primary_key.columns
 
 
 def test_postgresql_upsert_updates_non_key_columns_on_conflict() -> None:
@@ -394,7 +397,7 @@ def test_a_reserved_word_as_a_column_name_is_quoted(dialect: str, word: str) -> 
     quoted = QUOTED[dialect].format(word)
 
     assert f"\t{quoted} " in ddl(conn, spec)
-    assert f"\t{quoted} " in create_staging
+    assert f"\t{quoted} " in create_staging or dialect == "postgresql"
     upsert = sql(conn, conn.upsert(target, stage))
     assert upsert.count(quoted) >= 3  # insert list, select list, update
     assert f" {word} " not in upsert.replace(quoted, "")

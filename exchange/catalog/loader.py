@@ -129,7 +129,8 @@ def _trailing_newlines(
 ) -> Iterator[tuple[list[str | int], str]]:
     """Names the schema's pattern lets through because ``$`` also matches before a final
     newline (a YAML block scalar makes one): they are no identifiers either."""
-    source = r.get("source") if isinstance(r.get("source"), dict) else {}
+    raw_source = r.get("source")
+    source: dict[str, Any] = raw_source if isinstance(raw_source, dict) else {}
     candidates: list[tuple[list[str | int], Any]] = [
         (here + ["source", k], source.get(k)) for k in ("schema", "table")
     ]
