@@ -16,7 +16,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connectors.base import StagedMerge, driver_connection
-from connectors.text_rows import encode_text_rows
+from connectors.text_rows import encode_text_buffer
 from exchange.catalog.model import Field
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
@@ -70,8 +70,8 @@ class MySQLConnector(StagedMerge):
         staging.create(conn)
         return staging
 
-    def encode(self, batch: pa.RecordBatch) -> bytes:
-        return encode_text_rows(batch)
+    def encode(self, batch: pa.RecordBatch) -> pa.Buffer:
+        return encode_text_buffer(batch)
 
     def bulk_load(
         self, conn: Connection, table: sa.Table, batch: pa.RecordBatch, payload: Any

@@ -30,23 +30,27 @@ def _column_text(arr: pa.Array) -> pa.Array:
     return pc.fill_null(text, "\\N")
 
 
-def encode_text_rows(batch: pa.RecordBatch) -> bytes:
-    """Encode every row of ``batch`` as one ``\\t``-separated, ``\\n``-terminated UTF-8 line."""
+def encode_text_buffer(batch: pa.RecordBatch) -> pa.Buffer:
+    """Every row of ``batch`` as one ``\t``-separated, ``\n``-terminated UTF-8 line, as an
+    Arrow buffer (zero-copy: it is the data buffer of the joined string array)."""
     if batch.num_rows == 0:
-        return b""
+        return pa.py_buffer(b"")
     columns = [_column_text(c) for c in batch.columns]
     lines = pc.binary_join_element_wise(*columns, "\t")
     terminated = pc.binary_join_element_wise(lines, pa.scalar(""), "\n")
-    # The string array's data buffer is the concatenation of its values: exactly the payload.
-    terminated = (
-        terminated.combine_chunks() if isinstance(terminated, pa.ChunkedArray) else terminated
-    )
+    if isinstance(terminated, pa.ChunkedArray):
+        terminated = terminated.combine_chunks()
     offsets = terminated.buffers()[1]
     data = terminated.buffers()[2]
-    start = pa.Array.from_buffers(pa.int32(), 1, [None, offsets], offset=terminated.offset)[
-        0
-    ].as_py()
-    end = pa.Array.from_buffers(
-        pa.int32(), 1, [None, offsets], offset=terminated.offset + len(terminated)
-    )[0].as_py()
-    return data.to_pybytes()[start:end] if data is not None else b""
+    if data is None:
+        return pa.py_buffer(b"")
+    bounds = pa.Array.from_buffers(
+        pa.int32(), len(terminated) + 1, [None, offsets], offset=terminated.offset
+    )
+    start, end = bounds[0].as_py(), bounds[len(terminated)].as_py()
+    return data.slice(start, end - start)
+
+
+def encode_text_rows(batch: pa.RecordBatch) -> bytes:
+    """``encode_text_buffer`` as bytes (one copy)."""
+    return encode_text_buffer(batch).to_pybytes()
