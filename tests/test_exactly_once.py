@@ -80,8 +80,11 @@ def test_a_run_killed_anywhere_is_repaired_by_running_again(
         exchange(tmp_path, env, "subscription", "add", "ENT", "--node", node,
                  "--fields", fields, "--until", until)  # fmt: skip
 
-    # The full run, killed, then re-run.
-    assert exchange(tmp_path, env, "run", "ENT", crash_at=crash_at) == -signal.SIGKILL
+    # The full run, killed, then re-run. (A first delivery bulk-loads straight into the empty
+    # target: there is no upsert step for "merge:upserted" to kill.)
+    first_delivery_skips = crash_at.startswith("merge:upserted")
+    expected = 0 if first_delivery_skips else -signal.SIGKILL
+    assert exchange(tmp_path, env, "run", "ENT", crash_at=crash_at) == expected
     assert exchange(tmp_path, env, "run", "ENT") == 0
     assert_targets_match(rows, pg_database, mariadb_database)
 
