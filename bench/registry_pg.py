@@ -23,6 +23,12 @@ DDL = """CREATE TABLE enterprise (
   legal_person varchar(50), id_card char(18), reg_capital numeric(18,2), established date,
   updated_at timestamp NOT NULL, status smallint, region_code char(6), address varchar(200),
   phone varchar(20), industry varchar(10), scope text, is_active boolean, remark varchar(200))"""
+MARIADB_DDL = """CREATE TABLE enterprise (
+  id bigint PRIMARY KEY, uscc char(18) NOT NULL, name varchar(100) NOT NULL,
+  legal_person varchar(50), id_card char(18), reg_capital decimal(18,2), established date,
+  updated_at datetime(6) NOT NULL, status smallint, region_code char(6), address varchar(200),
+  phone varchar(20), industry varchar(10), scope longtext, is_active tinyint(1),
+  remark varchar(200)) ENGINE=InnoDB CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"""
 FIELDS = (
     Field("id", "bigint", nullable=False),
     Field("uscc", "char", length=18, nullable=False),
