@@ -190,7 +190,7 @@ def change_source(rows: int, k: int) -> int:
     new = [r[:7] + (stamp,) + r[8:] for r in enterprise_rows(new_from, new_from + rows // 1000)]
     with psycopg.connect(dsn(SOURCE_DB)) as c:
         c.execute(
-            "UPDATE enterprise SET updated_at = %s, status = status % 4 + 1 WHERE id % 100 = %s",
+            "UPDATE enterprise SET updated_at = %s, status = status %% 4 + 1 WHERE id %% 100 = %s",
             (stamp, k),
         )
         with c.cursor().copy("COPY enterprise FROM STDIN") as copy:
