@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pyarrow.compute as pc
 
 from connectors.base import SinceFilter
+from connectors.prefetch import prefetch
 from exchange.errors import DataError
 from exchange.faults import crashpoint
 from exchange.pipeline import watermark
@@ -36,7 +37,8 @@ def extract(ws: Workspace, run_id: str, on_rows: Progress | None = None) -> int:
     source = ws.database(resource.provider)
     try:
         with rd.writer("extract", spec.arrow_schema()) as writer:
-            for batch in source.read_batches(spec, since, resource.batch_size):
+            # The driver reads the next batch while this thread writes the last one to Parquet.
+            for batch in prefetch(source.read_batches(spec, since, resource.batch_size)):
                 writer.write_batch(batch)
                 rows += batch.num_rows
                 if cursor is not None and batch.num_rows:
