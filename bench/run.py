@@ -146,6 +146,14 @@ class Bench:
             raise SystemExit(f"run of {code} failed: {result}")
         return result
 
+    def measure(self, case: Case, code: str) -> None:
+        """One run of ``code`` in a fresh process, added to ``case``."""
+        r = self.run(code)
+        case.seconds.append(float(r["seconds"]))  # type: ignore[arg-type]
+        case.peak_mb = max(case.peak_mb, float(r["peak_mb"]))  # type: ignore[arg-type]
+        floor_s = f" (floor {case.floor[-1]:.2f} s)" if case.floor else ""
+        print(f"{case.name} run {len(case.seconds)}: {case.seconds[-1]:.2f} s{floor_s}", flush=True)
+
     def fresh(self) -> None:
         """New targets and a new metadata store: the next runs are first deliveries."""
         recreate_pg(OURS)
@@ -231,28 +239,16 @@ def main() -> None:
     b_pg = Case("B incremental PG→PG", 0)
     b_my = Case("B incremental PG→MariaDB", 0)
     try:
-        for i in range(args.repeat):
+        for _ in range(args.repeat):
             bench.fresh()
             if "A" in cases or "B" in cases:
                 floor_tables()
                 a_pg.floor.append(floor.pg_to_pg(FLOOR))
                 a_my.floor.append(floor.pg_to_maria(FLOOR))
-                r = bench.run("A_PG")
-                a_pg.seconds.append(float(r["seconds"]))  # type: ignore[arg-type]
-                a_pg.peak_mb = max(a_pg.peak_mb, float(r["peak_mb"]))  # type: ignore[arg-type]
-                r = bench.run("A_MARIA")
-                a_my.seconds.append(float(r["seconds"]))  # type: ignore[arg-type]
-                a_my.peak_mb = max(a_my.peak_mb, float(r["peak_mb"]))  # type: ignore[arg-type]
-                print(
-                    f"A run {i + 1}: PG {a_pg.seconds[-1]:.2f} s (floor {a_pg.floor[-1]:.2f}),"
-                    f" MariaDB {a_my.seconds[-1]:.2f} s (floor {a_my.floor[-1]:.2f})",
-                    flush=True,
-                )
+                bench.measure(a_pg, "A_PG")
+                bench.measure(a_my, "A_MARIA")
             if "C" in cases:
-                r = bench.run("C_FANOUT")
-                c_fan.seconds.append(float(r["seconds"]))  # type: ignore[arg-type]
-                c_fan.peak_mb = max(c_fan.peak_mb, float(r["peak_mb"]))  # type: ignore[arg-type]
-                print(f"C run {i + 1}: {c_fan.seconds[-1]:.2f} s", flush=True)
+                bench.measure(c_fan, "C_FANOUT")
         if "A" in cases or "B" in cases:
             verify(a_pg, [(f"pg:{OURS}", "enterprise", ALL), (f"pg:{FLOOR}", "enterprise", ALL)])
             verify(a_my, [(f"maria:{OURS}", "enterprise", ALL),
@@ -267,17 +263,8 @@ def main() -> None:
                 b_pg.rows = b_my.rows = changed
                 b_pg.floor.append(floor.pg_to_pg(FLOOR, since))
                 b_my.floor.append(floor.pg_to_maria(FLOOR, since))
-                r = bench.run("A_PG")
-                b_pg.seconds.append(float(r["seconds"]))  # type: ignore[arg-type]
-                b_pg.peak_mb = max(b_pg.peak_mb, float(r["peak_mb"]))  # type: ignore[arg-type]
-                r = bench.run("A_MARIA")
-                b_my.seconds.append(float(r["seconds"]))  # type: ignore[arg-type]
-                b_my.peak_mb = max(b_my.peak_mb, float(r["peak_mb"]))  # type: ignore[arg-type]
-                print(
-                    f"B run {k + 1}: PG {b_pg.seconds[-1]:.2f} s (floor {b_pg.floor[-1]:.2f}),"
-                    f" MariaDB {b_my.seconds[-1]:.2f} s (floor {b_my.floor[-1]:.2f})",
-                    flush=True,
-                )
+                bench.measure(b_pg, "A_PG")
+                bench.measure(b_my, "A_MARIA")
             verify(b_pg, [(f"pg:{OURS}", "enterprise", ALL), (f"pg:{FLOOR}", "enterprise", ALL)])
             verify(b_my, [(f"maria:{OURS}", "enterprise", ALL),
                           (f"maria:{FLOOR}", "enterprise", ALL)])  # fmt: skip

@@ -149,9 +149,18 @@ class DatabaseConnector(ABC):
         self.engine.dispose()
 
     # -- types ---------------------------------------------------------------------------
-    @abstractmethod
+    #: The dialect's type for each logical type without a size (sized ones: ``column_type``).
+    SIMPLE_TYPES: ClassVar[dict[str, sa.types.TypeEngine[Any]]] = {}
+
     def column_type(self, field: Field) -> sa.types.TypeEngine[Any]:
         """The dialect's column type for a catalog field."""
+        if field.type == "decimal":
+            return sa.Numeric(field.precision, field.scale or 0)
+        if field.type == "varchar":
+            return sa.String(field.length)
+        if field.type == "char":
+            return sa.CHAR(field.length)
+        return self.SIMPLE_TYPES[field.type]
 
     def sa_table(self, spec: TableSpec, metadata: sa.MetaData | None = None) -> sa.Table:
         """The spec as a typed SQLAlchemy table (names are quoted by the dialect)."""

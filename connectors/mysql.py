@@ -17,7 +17,6 @@ from sqlalchemy.engine import URL, Connection, Engine
 
 from connectors.base import StagedMerge, driver_connection
 from connectors.text_rows import encode_text_buffer
-from exchange.catalog.model import Field
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "smallint": sa.SmallInteger(),
@@ -47,14 +46,7 @@ class MySQLConnector(StagedMerge):
             },
         )
 
-    def column_type(self, field: Field) -> sa.types.TypeEngine[Any]:
-        if field.type == "decimal":
-            return sa.Numeric(field.precision, field.scale or 0)
-        if field.type == "varchar":
-            return sa.String(field.length)
-        if field.type == "char":
-            return sa.CHAR(field.length)
-        return _SIMPLE[field.type]
+    SIMPLE_TYPES = _SIMPLE
 
     def table_options(self) -> dict[str, Any]:
         return {

@@ -16,7 +16,6 @@ from connectors.arrow_types import arrow_type
 from connectors.base import DatabaseConnector, DeliveryMarker, SinceFilter, TableSpec
 from connectors.prefetch import prefetch
 from connectors.secrets import redact
-from exchange.catalog.model import Field
 from exchange.errors import BadInput, ConnectionFailed, DataError
 from exchange.faults import crashpoint
 
@@ -36,14 +35,7 @@ _COPY_LINE = re.compile(r"\bline (\d+)")
 class PostgreSQLConnector(DatabaseConnector):
     dialect = "postgresql"
 
-    def column_type(self, field: Field) -> sa.types.TypeEngine[Any]:
-        if field.type == "decimal":
-            return sa.Numeric(field.precision, field.scale or 0)
-        if field.type == "varchar":
-            return sa.String(field.length)
-        if field.type == "char":
-            return sa.CHAR(field.length)
-        return _SIMPLE[field.type]
+    SIMPLE_TYPES = _SIMPLE
 
     def upsert(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
         pk = [c.name for c in target.primary_key.columns]

@@ -13,19 +13,10 @@ import psycopg
 import pymysql
 from sqlalchemy.engine import make_url
 
+from bench.registry_pg import DDL as PG_DDL  # one DDL for the tests and the bench
+from bench.registry_pg import MARIADB_DDL
 from exchange.demo.registry import COLUMNS, enterprise_row
 
-PG_DDL = """CREATE TABLE enterprise (
-  id bigint PRIMARY KEY, uscc char(18) NOT NULL, name varchar(100) NOT NULL,
-  legal_person varchar(50), id_card char(18), reg_capital numeric(18,2), established date,
-  updated_at timestamp NOT NULL, status smallint, region_code char(6), address varchar(200),
-  phone varchar(20), industry varchar(10), scope text, is_active boolean, remark varchar(200))"""
-MARIADB_DDL = """CREATE TABLE enterprise (
-  id bigint PRIMARY KEY, uscc char(18) NOT NULL, name varchar(100) NOT NULL,
-  legal_person varchar(50), id_card char(18), reg_capital decimal(18,2), established date,
-  updated_at datetime(6) NOT NULL, status smallint, region_code char(6), address varchar(200),
-  phone varchar(20), industry varchar(10), scope text, is_active tinyint(1), remark varchar(200)
-) CHARACTER SET utf8mb4"""
 SQLITE_DDL = """CREATE TABLE enterprise (
   id INTEGER PRIMARY KEY, uscc TEXT, name TEXT, legal_person TEXT, id_card TEXT,
   reg_capital TEXT, established TEXT, updated_at TEXT, status INTEGER, region_code TEXT,
