@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.pool import NullPool
 
 from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows_to_batch
 from connectors.prefetch import prefetch
@@ -33,6 +32,9 @@ from exchange.catalog.model import Field
 from exchange.errors import BadInput, ConnectionFailed, DataError
 from exchange.faults import crashpoint
 
+# A connector lives for one step (closed by ``close``): one connection, reused by the marker
+# check, the DDL and the merge (a TLS handshake each would cost more than a small delta).
+POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 1, "pool_pre_ping": False}
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MARKER_TABLE = "exchange_delivery_marker"
 
@@ -119,8 +121,7 @@ class DatabaseConnector(ABC):
 
     # -- connection ----------------------------------------------------------------------
     def _create_engine(self, url: URL) -> Engine:
-        # One connection per step; nothing to keep warm between steps of a run.
-        return sa.create_engine(url, poolclass=NullPool)
+        return sa.create_engine(url, **POOL)
 
     @contextmanager
     def connect(self, *, begin: bool = False) -> Iterator[Connection]:

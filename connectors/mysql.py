@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine
 
-from connectors.base import StagedMerge, driver_connection
+from connectors.base import POOL, StagedMerge, driver_connection
 from connectors.text_rows import encode_text_buffer
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
@@ -40,7 +40,7 @@ class MySQLConnector(StagedMerge):
         url = url.update_query_dict({"charset": "utf8mb4", "local_infile": "1"})
         return sa.create_engine(
             url,
-            poolclass=sa.pool.NullPool,
+            **POOL,
             connect_args={
                 "init_command": "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
             },
