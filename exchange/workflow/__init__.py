@@ -1,0 +1,1 @@
+"""The subscription workflow: states, SLA clocks, housekeeping, notifications, users."""
