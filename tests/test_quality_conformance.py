@@ -27,7 +27,7 @@ def test_a_row_breaking_two_rules_carries_both_reasons_and_good_rows_carry_none(
     assert verdict.bad.to_pylist() == [False, True, True, True, False]
     held = verdict.quarantined(batch).to_pylist()
     assert [(r["id"], r["_reasons"]) for r in held] == [
-        (2, "max_length(3):name; max_length(2):code"),
+        (2, "max_length(3):name=甲乙丙丁; max_length(2):code=ABC"),
         (None, "required:id"),
         (4, "required:name"),
     ]

@@ -1,0 +1,427 @@
+"""``exchange quality``: quarantine, tickets, error reports, scores, GX suites and reports.
+
+Thin faces over ``exchange.quality``; times are shown in Asia/Shanghai.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from exchange.cli.render import console, local
+from exchange.errors import BadInput
+
+if TYPE_CHECKING:
+    from exchange.pipeline.record import RunSummary
+    from exchange.workspace import Workspace
+
+quality_app = typer.Typer(
+    no_args_is_help=True, help="Data quality: quarantine, tickets, error reports, scores, GX."
+)
+ticket_app = typer.Typer(no_args_is_help=True, help="Answer and close quality tickets.")
+report_app = typer.Typer(no_args_is_help=True, help="Error reports (纠错) from requesters.")
+quality_app.add_typer(ticket_app, name="ticket")
+quality_app.add_typer(report_app, name="error-report")
+
+CatalogOpt = Annotated[
+    Path,
+    typer.Option("--catalog", "-c", envvar="EXCHANGE_CATALOG", help="Catalog YAML file."),
+]
+RESOLUTION_HELP = "fixed_at_source | accepted | will_not_fix"
+
+
+def quality_notes(summary: RunSummary) -> list[str]:
+    """Lines ``exchange run`` adds under its table: a held-back delivery, stale data."""
+    notes = []
+    if summary.held:
+        notes.append(f"HELD BACK, nothing delivered: {summary.held}")
+    if summary.stale:
+        notes.append(summary.stale)
+    if summary.quarantined:
+        notes.append(
+            f"{summary.quarantined:,} rows quarantined: "
+            f"exchange quality quarantine {summary.resource}"
+        )
+    return notes
+
+
+def _workspace(catalog: Path) -> Workspace:
+    from exchange.workspace import Workspace
+
+    return Workspace.open(catalog)
+
+
+def _deadline(at: dt.datetime, provisional: bool) -> str:
+    return local(at) + (" (provisional)" if provisional else "")
+
+
+@quality_app.command("quarantine")
+def quarantine(
+    resource: str,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="Include rows released by a later run.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Rows shown at most.")] = 50,
+) -> None:
+    """Rows of RESOURCE held in quarantine, with every reason (newest first)."""
+    from exchange.quality.quarantine import list_quarantine
+
+    ws = _workspace(catalog)
+    try:
+        total, rows = list_quarantine(ws, resource, include_released=all_rows, limit=limit)
+    finally:
+        ws.close()
+    t = Table(title=f"quarantine of {resource}: {total:,} rows held")
+    for col in ("run", "row key", "reasons", "since", "released by"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r.run_id, r.row_key, r.reasons, local(r.created_at), r.released_run_id or "")
+    console.print(t)
+
+
+@quality_app.command("tickets")
+def tickets(
+    resource: Annotated[str | None, typer.Argument()] = None,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    status: Annotated[str | None, typer.Option(help="open | answered | closed")] = None,
+    overdue_only: Annotated[
+        bool, typer.Option("--overdue", help="Only open tickets past their deadline.")
+    ] = False,
+) -> None:
+    """Quality tickets for providers: counts by rule, sample keys, deadline."""
+    from exchange.quality.tickets import list_tickets, overdue
+    from exchange.store.models import utcnow
+
+    ws = _workspace(catalog)
+    try:
+        now = utcnow()
+        with ws.store.session() as s:
+            found = list_tickets(
+                s, resource, status=status, overdue_at=now if overdue_only else None
+            )
+    finally:
+        ws.close()
+    t = Table(title="quality tickets")
+    for col in ("id", "resource", "provider", "status", "due (Asia/Shanghai)", "rows",
+                "by rule", "sample keys", "findings", "answer"):  # fmt: skip
+        t.add_column(col, overflow="fold")
+    for k in found:
+        state = "[red]OVERDUE" if overdue(k, now) else k.status
+        t.add_row(
+            str(k.id),
+            k.resource_code,
+            k.provider,
+            state,
+            _deadline(k.due_at, k.due_provisional),
+            f"{k.rows:,}",
+            ", ".join(f"{rule} {n:,}" for rule, n in sorted(k.counts.items())),
+            ", ".join(k.sample_keys),
+            "; ".join(k.findings),
+            f"{k.resolution}: {k.answer}" if k.resolution else "",
+        )
+    console.print(t)
+    late = sum(1 for k in found if overdue(k, now))
+    if late:
+        console.print(f"{late} ticket(s) overdue")
+
+
+@ticket_app.command("answer")
+def ticket_answer(
+    ticket_id: int,
+    resolution: Annotated[str, typer.Option(help=RESOLUTION_HELP)],
+    reason: Annotated[str, typer.Option(help="Why: what was fixed, or why it stays.")],
+    by: Annotated[str, typer.Option(help="Who answers.")] = "provider",
+    catalog: CatalogOpt = Path("catalog.yaml"),
+) -> None:
+    """The provider's answer to a ticket."""
+    from exchange.quality.tickets import answer_ticket
+
+    ws = _workspace(catalog)
+    try:
+        with ws.store.session() as s:
+            k = answer_ticket(s, ticket_id, resolution, reason, by)
+            late = k.answered_at is not None and k.answered_at > k.due_at
+    finally:
+        ws.close()
+    console.print(
+        f"ticket {ticket_id}: answered ({resolution}){' after its deadline' if late else ''}"
+    )
+
+
+@ticket_app.command("close")
+def ticket_close(ticket_id: int, catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+    """Close an answered ticket."""
+    from exchange.quality.tickets import close_ticket
+
+    ws = _workspace(catalog)
+    try:
+        with ws.store.session() as s:
+            close_ticket(s, ticket_id)
+    finally:
+        ws.close()
+    console.print(f"ticket {ticket_id}: closed")
+
+
+def _csv_list(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+@report_app.command("add")
+def report_add(
+    resource: str,
+    keys: Annotated[str, typer.Option(help="Row keys (primary key values), comma-separated.")],
+    fields: Annotated[str, typer.Option(help="The wrong fields, comma-separated.")],
+    description: Annotated[str, typer.Option(help="What is wrong.")],
+    subscription: Annotated[
+        int | None, typer.Option(help="The reporter's subscription id.")
+    ] = None,
+    reporter: Annotated[str | None, typer.Option(help="Who reports.")] = None,
+    discovered: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="When it was found.")
+    ] = None,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+) -> None:
+    """File an error report on rows a requester received."""
+    from exchange.quality.error_reports import file_report
+
+    ws = _workspace(catalog)
+    try:
+        r = file_report(
+            ws,
+            resource,
+            _csv_list(keys),
+            _csv_list(fields),
+            description,
+            subscription_id=subscription,
+            reporter=reporter,
+            discovered_on=discovered.date() if discovered else None,
+        )
+    finally:
+        ws.close()
+    console.print(
+        f"error report {r.id} on {resource} ({len(r.row_keys)} rows): the provider answers by "
+        f"{_deadline(r.due_at, r.due_provisional)}"
+        + (" — reported later than 1 working day after discovery" if r.late else "")
+    )
+
+
+@report_app.command("answer")
+def report_answer(
+    report_id: int,
+    resolution: Annotated[str, typer.Option(help=RESOLUTION_HELP)],
+    reason: Annotated[str, typer.Option(help="What was done, or why not.")],
+    catalog: CatalogOpt = Path("catalog.yaml"),
+) -> None:
+    """The provider's answer to an error report."""
+    from exchange.quality.error_reports import answer_report
+
+    ws = _workspace(catalog)
+    try:
+        r = answer_report(ws, report_id, resolution, reason)
+    finally:
+        ws.close()
+    late = r.answered_at is not None and r.answered_at > r.due_at
+    console.print(f"error report {report_id}: answered ({resolution}){' late' if late else ''}")
+
+
+@report_app.command("close")
+def report_close(report_id: int, catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+    """Close an answered error report."""
+    from exchange.quality.error_reports import close_report
+
+    ws = _workspace(catalog)
+    try:
+        close_report(ws, report_id)
+    finally:
+        ws.close()
+    console.print(f"error report {report_id}: closed")
+
+
+@report_app.command("list")
+def report_list(
+    resource: Annotated[str | None, typer.Argument()] = None,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+) -> None:
+    """Error reports, their deadlines, and how far their fix has reached."""
+    from exchange.quality.error_reports import list_reports
+    from exchange.store.models import utcnow
+
+    ws = _workspace(catalog)
+    try:
+        views = list_reports(ws, resource)
+    finally:
+        ws.close()
+    now = utcnow()
+    t = Table(title="error reports")
+    for col in ("id", "resource", "reporter", "rows", "fields", "status", "answer by",
+                "answer", "fix reached", "carried by"):  # fmt: skip
+        t.add_column(col, overflow="fold")
+    for v in views:
+        r = v.report
+        status = "[red]OVERDUE" if r.status == "open" and now > r.due_at else r.status
+        t.add_row(
+            str(r.id),
+            r.resource_code,
+            r.reporter,
+            ", ".join(r.row_keys[:5]) + (" …" if len(r.row_keys) > 5 else ""),
+            ", ".join(r.fields),
+            status,
+            _deadline(r.due_at, r.due_provisional),
+            f"{r.resolution}: {r.answer}" if r.resolution else "",
+            f"{len(v.reached)}/{len(v.subscribers)} subscribers",
+            ", ".join(f"{d.run_id}→sub {d.subscription_id}" for d in v.fix_deliveries),
+        )
+    console.print(t)
+
+
+@report_app.command("show")
+def report_show(report_id: int, catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+    """One error report and every delivery that carried its fix."""
+    from exchange.quality.error_reports import show_report
+
+    ws = _workspace(catalog)
+    try:
+        v = show_report(ws, report_id)
+    finally:
+        ws.close()
+    r = v.report
+    console.print(
+        f"error report {r.id} on {r.resource_code} by {r.reporter}: {r.status}\n"
+        f"rows {', '.join(r.row_keys)}; fields {', '.join(r.fields)}\n{r.description}\n"
+        f"answer by {_deadline(r.due_at, r.due_provisional)}"
+        + (f"; answered {local(r.answered_at)}: {r.resolution}: {r.answer}" if r.resolution else "")
+    )
+    t = Table(title=f"deliveries that carried the fix: {len(v.reached)}/{len(v.subscribers)}")
+    for col in ("run", "subscription", "rows carried"):
+        t.add_column(col)
+    for d in v.fix_deliveries:
+        t.add_row(d.run_id, str(d.subscription_id), ", ".join(d.keys))
+    console.print(t)
+
+
+def _period(
+    since: dt.datetime | None, until: dt.datetime | None, period: str | None
+) -> tuple[dt.date, dt.date]:
+    from exchange.pipeline.plan import today_shanghai
+
+    if period:
+        try:
+            start = dt.date.fromisoformat(period + "-01")
+        except ValueError:
+            raise BadInput(f"--period must be a month like 2026-11, not {period!r}") from None
+        nxt = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        return start, nxt - dt.timedelta(days=1)
+    end = until.date() if until else today_shanghai()
+    start = since.date() if since else end - dt.timedelta(days=29)
+    if start > end:
+        raise BadInput(f"--since {start} is after --until {end}")
+    return start, end
+
+
+@quality_app.command("scores")
+def scores(
+    resource: Annotated[str | None, typer.Argument()] = None,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    since: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"])] = None,
+    until: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"])] = None,
+    period: Annotated[str | None, typer.Option(help="A month, e.g. 2026-11.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    output: Annotated[Path | None, typer.Option(help="Write CSV/JSON here.")] = None,
+) -> None:
+    """The six assessment scores (seed 004 §10) per resource (default: the last 30 days)."""
+    from exchange.quality.scores import DIMENSIONS, resource_scores
+
+    if fmt not in ("table", "csv", "json"):
+        raise BadInput(f"--format must be table, csv or json, not {fmt!r}")
+    start, end = _period(since, until, period)
+    ws = _workspace(catalog)
+    try:
+        found = resource_scores(ws, start, end, resource)
+    finally:
+        ws.close()
+    if fmt == "table":
+        t = Table(title=f"quality scores {start} .. {end} (0-100)")
+        for col in ("resource", "runs", "rows", *DIMENSIONS):
+            t.add_column(col, justify="right" if col != "resource" else "left")
+        for sc in found:
+            values = [getattr(sc, d) for d in DIMENSIONS]
+            t.add_row(
+                sc.resource,
+                str(sc.runs),
+                f"{sc.rows:,}",
+                *("-" if v is None else f"{v:.1f}" for v in values),
+            )
+        console.print(t)
+        if output is None:
+            return
+        fmt = "json" if output.suffix == ".json" else "csv"
+    if fmt == "json":
+        text = json.dumps([sc.as_dict() for sc in found], ensure_ascii=False, indent=1)
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(
+            buf, fieldnames=["resource", "since", "until", "runs", "rows", *DIMENSIONS]
+        )
+        writer.writeheader()
+        for sc in found:
+            writer.writerow(sc.as_dict())
+        text = buf.getvalue()
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"scores of {len(found)} resource(s) written to {output}")
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+
+
+@quality_app.command("export")
+def export(resource: str, catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+    """Write RESOURCE's rules as a Great Expectations suite into $EXCHANGE_HOME/gx."""
+    from exchange.quality.gx import export_suite
+
+    ws = _workspace(catalog)
+    try:
+        path = export_suite(ws, resource)
+    finally:
+        ws.close()
+    console.print(f"suite written to {path}")
+
+
+@quality_app.command("report")
+def report(
+    resource: str,
+    catalog: CatalogOpt = Path("catalog.yaml"),
+    limit: Annotated[int, typer.Option(help="Rows GX checks at most (sampled above).")] = 200_000,
+) -> None:
+    """Run GX on the last run's staged data of RESOURCE and build Data Docs."""
+    from exchange.quality.gx import run_report
+
+    ws = _workspace(catalog)
+    try:
+        rep = run_report(ws, resource, limit)
+    finally:
+        ws.close()
+    sampled = f" (sample of {rep.rows_checked:,})" if rep.rows_checked < rep.rows_staged else ""
+    t = Table(
+        title=f"GX report of {rep.resource}, run {rep.run_id}: {rep.rows_staged:,} rows{sampled}"
+    )
+    for col in ("expectation", "column", "rule", "result", "unexpected"):
+        t.add_column(col, overflow="fold")
+    for o in rep.outcomes:
+        t.add_row(
+            o.expectation,
+            o.column,
+            o.rule,
+            "[green]pass" if o.success else "[red]fail",
+            "" if o.unexpected is None else f"{o.unexpected:,}",
+        )
+    console.print(t)
+    console.print(f"suite: {rep.suite}")
+    console.print(f"Data Docs: {rep.docs}")
