@@ -1,0 +1,513 @@
+"""What the Airflow DAGs need from the engine, without Airflow.
+
+``dags/`` is thin wiring: every task calls one function here with plain values (a catalog path,
+a resource code, a run id, a subscription id) and passes on what it returns (ids, paths and
+counts, never data). Schedules, pools, time limits and retry policy are derived from the
+catalog here too, so they are tested without a scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from connectors.resolve import resolve_url
+from exchange.catalog.model import Catalog, Resource
+from exchange.errors import BadInput, DeliveryFailed
+from exchange.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+TIMEZONE = "Asia/Shanghai"
+# Resource kinds that get a DAG (file and folder resources run exchange/files/ steps in the same
+# task shape); api resources are served on request, never scheduled.
+DAG_KINDS: frozenset[str] = frozenset({"table", "file", "folder"})
+DAG_PREFIX = "exchange_"
+POOL_PREFIX = "exchange_fe_"
+HOUSEKEEPING_DAG_ID = "exchange_housekeeping"
+
+Mask = Callable[[str], None]
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a resource's DAG runs: a cron in Asia/Shanghai, a fixed period, or only on demand."""
+
+    cron: str | None = None
+    every: dt.timedelta | None = None
+
+    @property
+    def manual(self) -> bool:
+        return self.cron is None and self.every is None
+
+
+_EVERY = re.compile(r"^every_([1-9][0-9]{0,3})_minutes$")
+
+
+def _offset(code: str) -> int:
+    """A stable minute in 0..59 per resource, so 200 daily DAGs do not all start at 02:00."""
+    return zlib.crc32(code.encode("utf-8")) % 60
+
+
+def schedule_for(resource: Resource) -> Schedule:
+    """The resource's update cycle (更新周期) as a schedule in Asia/Shanghai.
+
+    Calendar cycles run in the night (02:mm, the minute spread by resource code) after the
+    providers' day has closed; ``every_N_minutes`` is a cron when N divides the hour or the day
+    evenly, otherwise a fixed period.
+    """
+    cycle, m = resource.update_cycle, _offset(resource.code)
+    crons = {
+        "hourly": f"{m} * * * *",
+        "daily": f"{m} 2 * * *",
+        "weekly": f"{m} 2 * * 1",
+        "monthly": f"{m} 2 1 * *",
+        "quarterly": f"{m} 2 1 1,4,7,10 *",
+        "yearly": f"{m} 2 1 1 *",
+    }
+    if cycle in crons:
+        return Schedule(cron=crons[cycle])
+    if cycle == "on_demand":
+        return Schedule()
+    match = _EVERY.match(cycle)
+    if match is None:
+        raise BadInput(f"resource {resource.code}: unknown update_cycle {cycle!r}")
+    n = int(match.group(1))
+    if n < 60 and 60 % n == 0:
+        return Schedule(cron=f"*/{n} * * * *")
+    if n % 60 == 0 and 24 % (n // 60) == 0 and n < 24 * 60:
+        return Schedule(cron=f"{m} */{n // 60} * * *")
+    if n == 24 * 60:
+        return Schedule(cron=f"{m} 2 * * *")
+    return Schedule(every=dt.timedelta(minutes=n))
+
+
+def run_deadline(resource: Resource) -> dt.timedelta:
+    """How long a run may take after it was queued before a Deadline Alert fires.
+
+    A run should end before the next one is due: the cycle's period, at least 10 minutes and at
+    most 6 hours (a monthly table that takes a day is late even if the month is long).
+    """
+    sched = schedule_for(resource)
+    period = {"hourly": dt.timedelta(hours=1)}.get(resource.update_cycle, dt.timedelta(hours=6))
+    match = _EVERY.match(resource.update_cycle)
+    if match is not None:
+        period = dt.timedelta(minutes=int(match.group(1)))
+    elif sched.every is not None:
+        period = sched.every
+    return max(dt.timedelta(minutes=10), min(period, dt.timedelta(hours=6)))
+
+
+# --- task policy --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries with exponential backoff: 1, 2, 4 minutes ... at most 30 between tries."""
+
+    retries: int = 3
+    delay: dt.timedelta = dt.timedelta(minutes=1)
+    backoff: float = 2.0
+    max_delay: dt.timedelta = dt.timedelta(minutes=30)
+
+
+RETRY = RetryPolicy()
+
+# Execution timeouts per step: plan and record touch only the metadata store; extract and load
+# move a whole table and are bounded by the slowest front-end DB we accept.
+STEP_TIMEOUTS: dict[str, dt.timedelta] = {
+    "plan": dt.timedelta(minutes=10),
+    "extract": dt.timedelta(hours=3),
+    "validate": dt.timedelta(hours=1),
+    "load": dt.timedelta(hours=3),
+    "record": dt.timedelta(minutes=10),
+}
+
+
+def dag_id(code: str) -> str:
+    """The DAG of a resource (codes match ``[A-Za-z0-9][A-Za-z0-9_.-]*``, valid in a dag id)."""
+    return f"{DAG_PREFIX}{code}"
+
+
+def dag_resources(catalog: Catalog) -> list[Resource]:
+    """The resources that get a DAG, in code order (a stable DAG list across parses)."""
+    return [
+        catalog.resources[c]
+        for c in sorted(catalog.resources)
+        if catalog.resources[c].kind in DAG_KINDS
+    ]
+
+
+def asset_uri(code: str) -> str:
+    """The Asset a resource's DAG updates when a run has been recorded."""
+    return f"exchange://resource/{code}"
+
+
+# --- pools --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """An Airflow pool: at most ``slots`` extracts at once from one provider's front-end DB."""
+
+    name: str
+    slots: int
+    description: str
+
+
+def pool_name(node: str) -> str:
+    return f"{POOL_PREFIX}{node}"
+
+
+def pools_for(catalog: Catalog) -> list[PoolSpec]:
+    """One pool per front-end node that provides a scheduled resource, sized from the catalog."""
+    providers = sorted({r.provider for r in dag_resources(catalog)})
+    specs = []
+    for name in providers:
+        node = catalog.node(name)
+        label = node.title or node.department or node.name
+        specs.append(
+            PoolSpec(
+                pool_name(name),
+                node.max_concurrent_extracts,
+                f"extracts from {label} ({node.name}), at most {node.max_concurrent_extracts}",
+            )
+        )
+    return specs
+
+
+def pools_import_document(pools: Iterable[PoolSpec]) -> dict[str, dict[str, Any]]:
+    """The JSON that ``airflow pools import FILE`` reads (it creates or updates each pool)."""
+    return {
+        p.name: {"slots": p.slots, "description": p.description, "include_deferred": False}
+        for p in pools
+    }
+
+
+# --- steps, one per task ------------------------------------------------------------------
+
+
+def open_workspace(catalog_path: str | Path) -> Workspace:
+    """The workspace a task works in: the catalog file, settings from the environment."""
+    return Workspace.open(catalog_path)
+
+
+def node_secrets(ws: Workspace, nodes: Iterable[str]) -> list[str]:
+    """The connection URLs (and their passwords) of ``nodes``, for a log masker to hide.
+
+    A node that cannot be resolved yet is skipped: the step itself reports that, by name.
+    """
+    found: list[str] = []
+    base = Path(ws.catalog.path).parent if ws.catalog.path else Path(".")
+    for name in sorted(set(nodes)):
+        node = ws.catalog.nodes.get(name)
+        if node is None or node.connection.path is not None:
+            continue
+        try:
+            url = resolve_url(node, base)
+        except BadInput:
+            continue
+        found.append(url)
+        try:
+            password = make_url(url).password
+        except Exception:  # not a URL SQLAlchemy parses: masking the whole string suffices
+            password = None
+        if password:
+            found.append(str(password))
+    return found
+
+
+def _mask_nodes(ws: Workspace, nodes: Iterable[str], mask: Mask | None) -> None:
+    if mask is not None:
+        for secret in node_secrets(ws, nodes):
+            mask(secret)
+
+
+def plan_step(
+    catalog_path: str | Path, code: str, *, full: bool = False, mask: Mask | None = None
+) -> dict[str, Any]:
+    """Plan (or resume) a run: its id, its directory and the subscriptions to serve."""
+    from exchange.pipeline.plan import plan, run_dir_of
+
+    ws = open_workspace(catalog_path)
+    try:
+        resource = ws.catalog.resource(code)
+        _mask_nodes(ws, [resource.provider], mask)
+        if resource.files is not None:
+            from exchange.files.plan import plan_files
+
+            run_id = plan_files(ws, code, full=full)
+        else:
+            run_id = plan(ws, code, full=full)
+        _, rd = run_dir_of(ws, run_id)
+        subs = [int(d["subscription_id"]) for d in rd.plan()["deliveries"]]
+        return {"run_id": run_id, "run_dir": str(rd.path), "subscriptions": subs}
+    finally:
+        ws.close()
+
+
+def subscribers_step(catalog_path: str | Path, run_id: str) -> list[int]:
+    """The subscription ids the run's plan serves (one mapped load task each)."""
+    from exchange.pipeline.plan import run_dir_of
+
+    ws = open_workspace(catalog_path)
+    try:
+        _, rd = run_dir_of(ws, run_id)
+        return [int(d["subscription_id"]) for d in rd.plan()["deliveries"]]
+    finally:
+        ws.close()
+
+
+def _is_files(ws: Workspace, run_id: str) -> bool:
+    from exchange.pipeline.plan import run_dir_of
+
+    run, _ = run_dir_of(ws, run_id)
+    return ws.catalog.resource(run.resource_code).files is not None
+
+
+def _run_nodes(ws: Workspace, run_id: str) -> tuple[str, list[str]]:
+    from exchange.pipeline.plan import run_dir_of
+
+    run, rd = run_dir_of(ws, run_id)
+    provider = ws.catalog.resource(run.resource_code).provider
+    return provider, [d["node"] for d in rd.plan()["deliveries"]]
+
+
+def extract_step(catalog_path: str | Path, run_id: str, mask: Mask | None = None) -> dict[str, Any]:
+    """Extract once from the provider; the Parquet file's path and row count."""
+    from exchange.pipeline.extract import extract
+    from exchange.pipeline.plan import run_dir_of
+
+    ws = open_workspace(catalog_path)
+    try:
+        provider, _ = _run_nodes(ws, run_id)
+        _mask_nodes(ws, [provider], mask)
+        _, rd = run_dir_of(ws, run_id)
+        if _is_files(ws, run_id):  # pull every new or changed file once
+            from exchange.files.pull import pull
+
+            got = pull(ws, run_id)
+            return {
+                "run_id": run_id,
+                "files": got.pulled,
+                "held_back": got.held_back,
+                "bytes": got.bytes,
+                "path": str(rd.path / "files"),
+            }
+        rows = extract(ws, run_id)
+        return {"run_id": run_id, "rows": rows, "path": str(rd.part("extract"))}
+    finally:
+        ws.close()
+
+
+def validate_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
+    """Validate the extracted rows; the valid file's path and the counts."""
+    from exchange.pipeline.plan import run_dir_of
+    from exchange.pipeline.validate import validate
+
+    ws = open_workspace(catalog_path)
+    try:
+        _, rd = run_dir_of(ws, run_id)
+        if _is_files(ws, run_id):
+            tables = {
+                d["subscription_id"] for d in rd.plan()["deliveries"] if d.get("kind") == "table"
+            }
+            if not tables:  # plain files: nothing to parse or check
+                return {"run_id": run_id, "valid": 0, "quarantined": 0, "path": None}
+            from exchange.files.tabular import to_table
+
+            to_table(ws, run_id, tables)
+        result = validate(ws, run_id)
+        return {
+            "run_id": run_id,
+            "valid": result.valid,
+            "quarantined": result.quarantined,
+            "path": str(rd.part("valid")),
+        }
+    finally:
+        ws.close()
+
+
+def load_step(
+    catalog_path: str | Path, run_id: str, subscription_id: int, mask: Mask | None = None
+) -> dict[str, Any]:
+    """Deliver the run to one subscriber. A failed delivery raises ``DeliveryFailed``, so the
+    scheduler retries this subscriber alone (the delivery marker keeps it exactly once)."""
+    from exchange.pipeline.load import load_subscriber, planned_delivery
+    from exchange.pipeline.plan import run_dir_of
+
+    ws = open_workspace(catalog_path)
+    try:
+        _, rd = run_dir_of(ws, run_id)
+        delivery = planned_delivery(rd, subscription_id)
+        _mask_nodes(ws, [delivery["node"]], mask)
+        if not _is_files(ws, run_id):
+            result = load_subscriber(ws, run_id, subscription_id)
+        elif delivery.get("kind") == "files":
+            from exchange.files.push import push_subscriber
+
+            result = push_subscriber(ws, run_id, subscription_id)
+        else:
+            result = _load_file_rows(ws, run_id, subscription_id)
+    finally:
+        ws.close()
+    if result.status != "delivered":
+        raise DeliveryFailed({subscription_id: result.error or "failed"})
+    return {
+        "run_id": run_id,
+        "subscription_id": subscription_id,
+        "node": result.node,
+        "table": result.table,
+        "rows": result.rows,
+        "watermark": result.watermark,
+    }
+
+
+def _load_file_rows(ws: Workspace, run_id: str, subscription_id: int) -> Any:
+    """A tabular file's rows to a table subscriber, as ``exchange.files.runner`` does."""
+    from exchange.files.pull import pulled_files
+    from exchange.files.push import record_files
+    from exchange.pipeline.load import load_subscriber
+    from exchange.pipeline.plan import run_dir_of
+    from exchange.pipeline.validate import validate
+
+    _, rd = run_dir_of(ws, run_id)
+    if getattr(validate(ws, run_id), "held", None):  # retrying cannot help: the files stay owed
+        raise BadInput(f"run {run_id}: quality held the rows back; nothing is loaded")
+    result = load_subscriber(ws, run_id, subscription_id)
+    if result.status == "delivered":
+        plan, pulled = rd.plan(), pulled_files(rd)
+        parsed = set(rd.read_done("extract").get("files", []))
+        mine = [
+            pulled[f["path"]]
+            for f in plan["files"]
+            if subscription_id in f["subscribers"] and f["path"] in parsed
+        ]
+        record_files(ws, run_id, subscription_id, mine)
+    return result
+
+
+def record_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
+    """Close the run. Raises ``DeliveryFailed`` naming every subscriber that was not served
+    (after its own retries), so the DAG run ends failed as the ledger says."""
+    from exchange.pipeline.record import finish
+
+    ws = open_workspace(catalog_path)
+    try:
+        summary = finish(ws, run_id)
+    finally:
+        ws.close()
+    if summary.failures:
+        raise DeliveryFailed(summary.failures)
+    return {
+        "run_id": run_id,
+        "status": summary.status,
+        "extracted": summary.extracted,
+        "valid": summary.valid,
+        "quarantined": summary.quarantined,
+    }
+
+
+# --- Deadline Alert callback (runs in the triggerer) --------------------------------------
+
+
+def _audit_missed_deadline(resource: str, deadline: str, dag_run: str) -> None:
+    from exchange import audit
+    from exchange.settings import Settings
+    from exchange.store import Store
+
+    store = Store(Settings.from_env().db_url)
+    try:
+        with store.session() as s:
+            audit.append(
+                s,
+                "run.deadline_missed",
+                f"resource:{resource}",
+                {"deadline": deadline, "dag_run": dag_run},
+                actor="airflow",
+            )
+    finally:
+        store.close()
+
+
+async def run_deadline_missed(
+    context: dict[str, Any] | None = None, *, resource: str, deadline: str
+) -> None:
+    """A resource's run is still going past its deadline: log it and leave an audit event.
+
+    Airflow's triggerer awaits this (an ``AsyncCallback`` of the DAG's ``DeadlineAlert``);
+    the store write runs in a thread so the triggerer's loop is not blocked.
+    """
+    dag_run = str((context or {}).get("dag_run", ""))
+    log.warning("resource %s: run %s missed its deadline (%s)", resource, dag_run, deadline)
+    try:
+        await asyncio.to_thread(_audit_missed_deadline, resource, deadline, dag_run)
+    except Exception as exc:  # an alert must never crash the triggerer
+        log.error("resource %s: could not audit the missed deadline: %s", resource, exc)
+
+
+# --- housekeeping -------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """A step's result as JSON-able values for XCom (counts and ids, never data)."""
+    import dataclasses
+    import json
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if not isinstance(value, dict):
+        value = {"result": value}
+    return dict(json.loads(json.dumps(value, default=str)))
+
+
+def housekeeping_step(catalog_path: str | Path, now: dt.datetime) -> dict[str, Any]:
+    """One tick of the workflow clock at ``now``: timeouts, reminders, automatic sign-off and
+    evaluation, expiry, suspension, ticket deadlines. Idempotent for the same ``now``."""
+    from exchange.workflow.housekeeping import tick
+
+    ws = open_workspace(catalog_path)
+    try:
+        report = tick(ws, now.astimezone(dt.UTC).replace(tzinfo=None))  # the store's naive UTC
+        return {**_plain(report), "summary": str(report)}
+    finally:
+        ws.close()
+
+
+def daily_report_step(catalog_path: str | Path, now: dt.datetime) -> str | None:
+    """Write yesterday's (Asia/Shanghai) run report unless it exists; its path, or None."""
+    from zoneinfo import ZoneInfo
+
+    from exchange.run_report import write_daily_run_report
+
+    day = now.astimezone(ZoneInfo(TIMEZONE)).date() - dt.timedelta(days=1)
+    ws = open_workspace(catalog_path)
+    try:
+        if (ws.settings.home / "reports" / f"runs-{day.isoformat()}.json").exists():
+            return None
+        return str(write_daily_run_report(ws, day))
+    finally:
+        ws.close()
+
+
+def parse_now(value: str | None) -> dt.datetime:
+    """``now`` for a housekeeping run: an ISO timestamp (tests, catch-up) or the wall clock."""
+    if not value:
+        return dt.datetime.now(dt.UTC)
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput(f"now: {value!r} is not an ISO 8601 timestamp") from None
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)

@@ -1,0 +1,86 @@
+"""The daily run report: per resource, how its runs and deliveries of one local day went.
+
+The housekeeping DAG writes it once a day (``$EXCHANGE_HOME/reports/runs-YYYY-MM-DD.json``);
+platform engineers read it next to the workflow's SLA breaches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from exchange.pipeline.staging import RunDir
+from exchange.store.models import AuditEvent, Delivery, Run
+from exchange.workspace import Workspace
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@dataclass
+class ResourceDay:
+    """One resource's day: runs by outcome, deliveries, rows and missed run deadlines."""
+
+    runs: dict[str, int] = field(default_factory=dict)
+    deliveries_failed: int = 0
+    deliveries_ok: int = 0
+    rows_delivered: int = 0
+    deadlines_missed: int = 0
+
+
+def _utc_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.combine(day, dt.time(), SHANGHAI).astimezone(dt.UTC)
+    # Stored timestamps are naive UTC.
+    start = start.replace(tzinfo=None)
+    return start, start + dt.timedelta(days=1)
+
+
+def daily_run_report(ws: Workspace, day: dt.date) -> dict[str, ResourceDay]:
+    """Runs started on ``day`` (Asia/Shanghai), by resource code."""
+    start, end = _utc_bounds(day)
+    report: dict[str, ResourceDay] = {}
+    with ws.store.session() as s:
+        for run in s.execute(
+            sa.select(Run).where(Run.started_at >= start, Run.started_at < end)
+        ).scalars():
+            r = report.setdefault(run.resource_code, ResourceDay())
+            r.runs[run.status] = r.runs.get(run.status, 0) + 1
+        rows = s.execute(
+            sa.select(Run.resource_code, Delivery.status, Delivery.rows)
+            .join(Delivery, Delivery.run_id == Run.id)
+            .where(Run.started_at >= start, Run.started_at < end)
+        )
+        for code, status, n in rows:
+            r = report.setdefault(code, ResourceDay())
+            if status == "delivered":
+                r.deliveries_ok += 1
+                r.rows_delivered += n or 0
+            else:
+                r.deliveries_failed += 1
+        for subject in s.execute(
+            sa.select(AuditEvent.subject).where(
+                AuditEvent.kind == "run.deadline_missed",
+                AuditEvent.at >= start,
+                AuditEvent.at < end,
+            )
+        ).scalars():
+            code = subject.removeprefix("resource:")
+            report.setdefault(code, ResourceDay()).deadlines_missed += 1
+    return dict(sorted(report.items()))
+
+
+def write_daily_run_report(ws: Workspace, day: dt.date) -> Path:
+    """Write the day's report as JSON under ``$EXCHANGE_HOME/reports`` and return its path."""
+    report = daily_run_report(ws, day)
+    doc: dict[str, Any] = {
+        "day": day.isoformat(),
+        "timezone": "Asia/Shanghai",
+        "resources": {code: asdict(r) for code, r in report.items()},
+    }
+    path = ws.settings.home / "reports" / f"runs-{day.isoformat()}.json"
+    RunDir(path.parent).write_json(path, doc)
+    return path
