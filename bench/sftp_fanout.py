@@ -1,0 +1,312 @@
+"""Fan one file out to 3 SFTP subscribers on loopback; compare with OpenSSH's ``sftp`` client.
+
+    .venv/bin/python -m bench.sftp_fanout                 # 1 GiB
+    .venv/bin/python -m bench.sftp_fanout --mib 256 --knobs
+
+Needs OpenSSH's server and client (``sshd``, ``sftp``, ``ssh-keygen``). If they are missing:
+
+    apt-get update && apt-get install -y openssh-server openssh-client
+
+The script starts its own ``sshd`` on a free loopback port with a config, host key and client
+key in a temporary directory (nothing system-wide is touched), serving ``internal-sftp``. The
+provider's directory and three subscribers' directories live on that one server.
+
+Measured, in this process: the engine's real steps (plan → pull once → push to each of the
+3 subscribers with verification → record) and OpenSSH's ``sftp`` moving the same file up and
+down on the same server with the same cipher; printed as MB/s and ratios, with the peak RSS
+of this process. ``--knobs`` also times one upload and one download through the transport
+for each setting that the defaults were chosen from (cipher, request size, window size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+OPENSSH = {"sshd": "/usr/sbin/sshd", "sftp": "sftp", "ssh-keygen": "ssh-keygen"}
+INSTALL = "apt-get update && apt-get install -y openssh-server openssh-client"
+CIPHER = "aes128-gcm@openssh.com"
+CODE = "BENCH-FILES-0001"
+
+
+def _which(name: str) -> str | None:
+    path = OPENSSH[name]
+    return path if os.path.isabs(path) and os.access(path, os.X_OK) else shutil.which(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SSHD:
+    """A private sshd on 127.0.0.1 (key authentication, internal-sftp)."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.port = _free_port()
+        self.user = os.environ.get("USER") or __import__("getpass").getuser()
+        keygen = _which("ssh-keygen")
+        assert keygen
+        for name in ("host_key", "client_key"):
+            subprocess.run(
+                [keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(work / name)], check=True
+            )
+        (work / "authorized_keys").write_text((work / "client_key.pub").read_text())
+        host_pub = (work / "host_key.pub").read_text().split()
+        self.known_hosts = work / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        (work / "sshd_config").write_text(
+            f"""Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {work / "host_key"}
+PidFile {work / "sshd.pid"}
+AuthorizedKeysFile {work / "authorized_keys"}
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+Subsystem sftp internal-sftp
+Ciphers {CIPHER},aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr
+LogLevel ERROR
+"""
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+        sshd = _which("sshd")
+        assert sshd
+        self.log = open(work / "sshd.log", "wb")  # noqa: SIM115  # closed in stop()
+        self.proc = subprocess.Popen(
+            [sshd, "-D", "-e", "-f", str(work / "sshd_config")], stderr=self.log
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SystemExit("sshd did not start")
+
+    def url(self, base: str) -> str:
+        return (
+            f"sftp://{self.user}@127.0.0.1:{self.port}{base}"
+            f"?key_file={self.work / 'client_key'}&known_hosts={self.known_hosts}"
+        )
+
+    def sftp(self, command: str) -> float:
+        """Seconds for OpenSSH's sftp client to run one batch command."""
+        batch = self.work / "batch"
+        batch.write_text(command + "\n")
+        args = [
+            _which("sftp") or "sftp", "-q", "-b", str(batch), "-P", str(self.port),
+            "-i", str(self.work / "client_key"), "-o", f"UserKnownHostsFile={self.known_hosts}",
+            "-o", f"Ciphers={CIPHER}", "-o", "BatchMode=yes", f"{self.user}@127.0.0.1",
+        ]  # fmt: skip
+        t0 = time.perf_counter()
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.log.close()
+
+
+def make_file(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(8 << 20)
+    with open(path, "wb") as fh:
+        left = size
+        while left > 0:
+            n = min(left, len(block))
+            fh.write(block[:n])
+            left -= n
+            block = block[1:] + block[:1]  # not one repeated block: defeats dedup and caches
+
+
+def mbps(size: int, seconds: float) -> float:
+    return size / seconds / 1e6
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def engine_fanout(sshd: SSHD, work: Path, size: int, verify: str) -> dict[str, float]:
+    """The engine's own steps, timed one by one."""
+    from exchange.files.plan import plan_files
+    from exchange.files.pull import pull
+    from exchange.files.push import push_subscriber
+    from exchange.pipeline.plan import run_dir_of
+    from exchange.pipeline.record import finish
+    from exchange.settings import Settings
+    from exchange.subscriptions import add_subscription
+    from exchange.workspace import Workspace
+
+    home = work / f"home-{verify}"
+    home.mkdir()
+    nodes = "\n".join(
+        f"  - {{name: {n}, kind: sftp, connection: {{env: BENCH_{n.upper()}}}}}"
+        for n in ("provider", "sub1", "sub2", "sub3")
+    )
+    (home / "catalog.yaml").write_text(
+        f"""version: 1
+nodes:
+{nodes}
+resources:
+  - code: {CODE}
+    name: bench
+    kind: file
+    provider: provider
+    share: unconditional
+    files: {{path: big.bin, verify: {verify}}}
+""",
+        encoding="utf-8",
+    )
+    os.environ["BENCH_PROVIDER"] = sshd.url(str(work / "provider"))
+    for i in (1, 2, 3):
+        target = work / f"sub{i}-{verify}"
+        target.mkdir()
+        os.environ[f"BENCH_SUB{i}"] = sshd.url(str(target))
+    ws = Workspace.open(
+        home / "catalog.yaml", Settings(home=home, db_url=f"sqlite:///{home / 'x.db'}")
+    )
+    until = dt.date.today() + dt.timedelta(days=30)
+    for i in (1, 2, 3):
+        add_subscription(ws, CODE, f"sub{i}", [], until, target_dir="in")
+    out: dict[str, float] = {}
+    run_id = plan_files(ws, CODE)
+    t0 = time.perf_counter()
+    pull(ws, run_id)
+    out["pull"] = time.perf_counter() - t0
+    _, rd = run_dir_of(ws, run_id)
+    for d in rd.plan()["deliveries"]:
+        t0 = time.perf_counter()
+        result = push_subscriber(ws, run_id, d["subscription_id"])
+        out[d["node"]] = time.perf_counter() - t0
+        assert result.status == "delivered", result.error
+    summary = finish(ws, run_id)
+    assert summary.status == "succeeded"
+    ws.close()
+    shutil.rmtree(home / "runs", ignore_errors=True)
+    for i in (1, 2, 3):
+        shutil.rmtree(work / f"sub{i}-{verify}", ignore_errors=True)
+    return out
+
+
+def knobs(sshd: SSHD, work: Path, size: int) -> None:
+    """One upload and one download through the transport per setting."""
+    from connectors.files import open_transport
+    from connectors.files.sftp import SFTPTransport
+    from connectors.files.transfer import Session, download, upload
+
+    base = open_transport("k", "sftp", sshd.url(str(work)))
+    assert isinstance(base, SFTPTransport)
+    defaults = base.opts
+    base.close()
+    src = work / "provider/big.bin"
+    settings = [
+        ("defaults", {}),
+        ("paramiko defaults", {"cipher": None, "request_size": 32 << 10,
+                               "window_size": 2 << 20, "prefetch_window": 1 << 40}),
+        ("cipher aes128-ctr", {"cipher": "aes128-ctr"}),
+        ("cipher chacha20", {"cipher": "chacha20-poly1305@openssh.com"}),
+        ("request 32 KiB", {"request_size": 32 << 10}),
+        ("request 64 KiB", {"request_size": 64 << 10}),
+        ("request 128 KiB", {"request_size": 128 << 10}),
+        ("packet 256 KiB", {"max_packet_size": 256 << 10}),
+        ("window 1 MiB", {"window_size": 1 << 20}),
+        ("window 16 MiB", {"window_size": 16 << 20}),
+        ("window 128 MiB", {"window_size": 128 << 20}),
+        ("prefetch 8 MiB", {"prefetch_window": 8 << 20}),
+        ("prefetch 128 MiB", {"prefetch_window": 128 << 20}),
+        ("max requests 16", {"max_requests": 16}),
+        ("max requests 256", {"max_requests": 256}),
+    ]  # fmt: skip
+    d = defaults
+    print(
+        f"\nknobs ({size >> 20} MiB, one transfer each; defaults: cipher {d.cipher}, "
+        f"request {d.request_size >> 10} KiB, window {d.window_size >> 20} MiB, "
+        f"prefetch {d.prefetch_window >> 20} MiB, {d.max_requests} requests)"
+    )
+    print(f"{'setting':<20} {'upload MB/s':>12} {'download MB/s':>14}")
+    digest = ""  # uploads here are timed without the hash check
+    for label, change in settings:
+        opts = replace(defaults, **change)  # type: ignore[arg-type]
+        sess = Session(lambda o=opts: SFTPTransport("k", o))
+        t0 = time.perf_counter()
+        upload(sess, src, "knob.part", "knob.bin", sha256=digest, verify_hash=False)
+        up = time.perf_counter() - t0
+        local = work / "knob-down.bin"
+        local.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        download(sess, "knob.bin", local)
+        down = time.perf_counter() - t0
+        sess.close()
+        local.unlink()
+        (work / "knob.bin").unlink()
+        print(f"{label:<20} {mbps(size, up):>12.0f} {mbps(size, down):>14.0f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=1024, help="file size in MiB (default 1024)")
+    ap.add_argument("--knobs", action="store_true", help="also time each transport setting")
+    ap.add_argument("--work", type=Path, default=None, help="scratch directory (default /tmp)")
+    args = ap.parse_args()
+    missing = [n for n in OPENSSH if not _which(n)]
+    if missing:
+        print(f"missing {', '.join(missing)}; install OpenSSH with:\n    {INSTALL}")
+        raise SystemExit(2)
+    size = args.mib << 20
+    work = Path(tempfile.mkdtemp(prefix="sftp-fanout-", dir=args.work))
+    sshd = SSHD(work)
+    try:
+        make_file(work / "provider/big.bin", size)
+        print(f"file {size >> 20} MiB on loopback sshd :{sshd.port}, cipher {CIPHER}")
+        up = sshd.sftp(f"put {work}/provider/big.bin {work}/openssh-up.bin")
+        down = sshd.sftp(f"get {work}/openssh-up.bin {work}/openssh-down.bin")
+        for f in ("openssh-up.bin", "openssh-down.bin"):
+            (work / f).unlink()
+        ours = engine_fanout(sshd, work, size, "sha256")
+        fast = engine_fanout(sshd, work, size, "size")
+        print(f"\n{'transfer':<38} {'s':>7} {'MB/s':>7} {'x OpenSSH':>10}")
+        print(f"{'OpenSSH sftp put (upload)':<38} {up:>7.2f} {mbps(size, up):>7.0f} {1:>10.2f}")
+        print(f"{'OpenSSH sftp get (download)':<38} {down:>7.2f} {mbps(size, down):>7.0f} "
+              f"{1:>10.2f}")  # fmt: skip
+        rows = [("engine pull once (download+sha256)", ours["pull"], down)]
+        for n in ("sub1", "sub2", "sub3"):
+            rows.append((f"engine push {n} (upload only)", fast[n], up))
+        for n in ("sub1", "sub2", "sub3"):
+            rows.append((f"engine push {n} (+ sha256 read back)", ours[n], up))
+        for label, secs, base in rows:
+            print(f"{label:<38} {secs:>7.2f} {mbps(size, secs):>7.0f} {base / secs:>10.2f}")
+        total = ours["pull"] + sum(ours[n] for n in ("sub1", "sub2", "sub3"))
+        print(f"\nfan-out to 3, verified, end to end: {total:.2f} s "
+              f"(OpenSSH: 1 get + 3 puts {down + 3 * up:.2f} s, unverified)")  # fmt: skip
+        worst_up = min(up / fast[n] for n in ("sub1", "sub2", "sub3"))
+        print(f"targets: each upload >= 0.8x OpenSSH: {worst_up:.2f}x; "
+              f"pull >= 0.6x OpenSSH: {down / ours['pull']:.2f}x; "
+              f"peak RSS <= 200 MB: {peak_rss_mb():.0f} MB")  # fmt: skip
+        if args.knobs:
+            knobs(sshd, work, size)
+    finally:
+        sshd.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
