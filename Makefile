@@ -3,9 +3,10 @@ PY      ?= python3.11
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-EXTRAS  ?= dev
+# One venv holds the engine, its tests and Airflow 3 (dags/, docker/local/).
+EXTRAS  ?= dev,airflow
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint unit bench clean airflow-up airflow-down airflow-run
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,3 +34,14 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .exchange .mypy_cache .ruff_cache
+
+# A real distributed Airflow on this machine (PostgreSQL metadata DB, Redis broker): see
+# docker/local/README or the README's "Airflow" section. airflow-run = up, trigger, check, down.
+airflow-up: $(STAMP)
+	docker/local/stack.sh up
+
+airflow-down:
+	docker/local/stack.sh down
+
+airflow-run: $(STAMP)
+	docker/local/stack.sh run

@@ -65,14 +65,14 @@ def _encoded(bounds: tuple[int, int]) -> bytes:
     return encode_text_rows(rows_to_batch(rows, arrow_schema(FIELDS)))
 
 
-def ensure_source(n: int) -> float:
-    """Create (or keep) the source database with ``n`` rows; return the seconds spent."""
+def ensure_source(n: int, db: str = SOURCE_DB) -> float:
+    """Create (or keep) the source database ``db`` with ``n`` rows; return the seconds spent."""
     t0 = time.perf_counter()
     with psycopg.connect(ADMIN, autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (SOURCE_DB,))
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
         if exists.fetchone() is None:
-            admin.execute(f'CREATE DATABASE "{SOURCE_DB}"')
-    with psycopg.connect(dsn(SOURCE_DB), autocommit=True) as conn:
+            admin.execute(f'CREATE DATABASE "{db}"')
+    with psycopg.connect(dsn(db), autocommit=True) as conn:
         has = conn.execute("SELECT to_regclass('bench_marker') IS NOT NULL").fetchone()
         if has and has[0]:
             row = conn.execute("SELECT rows FROM bench_marker").fetchone()

@@ -74,7 +74,7 @@ def catalog(home: Path) -> Path:
     demo = yaml.safe_load(
         resources.files("schemas").joinpath("examples/demo.yaml").read_text(encoding="utf-8")
     )
-    base = demo["resources"][0]
+    base = next(r for r in demo["resources"] if r["code"] == "410400-SCJG-0001")
     nodes = [
         {"name": "src", "kind": "postgresql", "connection": {"env": "BENCH_SRC"}},
         {"name": "pg", "kind": "postgresql", "connection": {"env": "BENCH_PG"}},

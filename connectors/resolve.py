@@ -25,7 +25,13 @@ _CONN_TYPES = {
     "mariadb": "mysql",
     "oracle": "oracle",
     "sqlite": "sqlite",
+    "sftp": "sftp",
+    "ssh": "sftp",
+    "ftp": "ftp",
+    "ftps": "ftps",
 }
+# Extras of file connections that name files (never secrets), carried as URL query parameters.
+_FILE_EXTRAS = ("key_file", "known_hosts", "ca_file")
 
 
 def _from_airflow(conn_id: str) -> str | None:
@@ -53,7 +59,11 @@ def _airflow_json_to_url(doc: dict[str, Any], conn_id: str) -> str:
         port=doc.get("port"),
         database=doc.get("schema"),
     )
-    return url.render_as_string(hide_password=False)
+    extra = doc.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra or "{}")
+    query = {k: str(extra[k]) for k in _FILE_EXTRAS if conn_type in ("sftp", "ftps") and k in extra}
+    return url.update_query_dict(query).render_as_string(hide_password=False)
 
 
 def airflow_conn_from_env(conn_id: str) -> str | None:
@@ -77,6 +87,8 @@ def resolve_url(node: FrontEnd, base_dir: str | Path = ".") -> str:
         path = Path(ref.path)
         if not path.is_absolute():
             path = Path(base_dir) / path
+        if node.kind == "local":  # a directory on this machine
+            return path.resolve().as_uri()
         return f"sqlite:///{path.resolve()}"
     if ref.env is not None:
         value = os.environ.get(ref.env)

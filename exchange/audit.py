@@ -15,10 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from exchange.store.locks import serialize
 from exchange.store.models import AuditEvent, utcnow
 
 GENESIS = "0" * 64
-_CHAIN_LOCK = 0x6578636861696E  # any constant; "exchain"
 
 
 def _canonical(
@@ -42,10 +42,9 @@ def append(
     session: Session, kind: str, subject: str, payload: dict[str, Any], actor: str = "engine"
 ) -> None:
     """Append one event after the current head of the chain (in the caller's transaction)."""
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialise appenders: two that read the same head would fork the chain. (SQLite
-        # serialises writers anyway; the unique prev_hash turns any fork into an error.)
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_CHAIN_LOCK)))
+    # Serialise appenders: two that read the same head would fork the chain (the unique
+    # prev_hash turns a fork into an error, but the second writer should wait, not fail).
+    serialize(session)
     head = session.execute(
         sa.select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1).with_for_update()
     ).scalar()

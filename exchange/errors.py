@@ -31,6 +31,18 @@ class NotFound(BadInput):
     """A resource, node, subscription or run named by the caller does not exist."""
 
 
+class IllegalTransition(BadInput):
+    """A workflow action that the subscription's current state does not allow."""
+
+
+class Unauthorized(ExchangeError):
+    """No valid credentials: a missing, unknown or revoked API token, or an unknown user."""
+
+
+class Forbidden(ExchangeError):
+    """The user is known but its role or department may not do this."""
+
+
 class DataError(BadInput):
     """A source value cannot be represented as the catalog says; names resource, field, row key."""
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from exchange.files.status import file_dir
 from exchange.store.models import Delivery, Run, Subscription, Watermark
 from exchange.workspace import Workspace
 
@@ -57,7 +58,7 @@ def subscriber_status(ws: Workspace, resource_code: str | None = None) -> list[S
                     subscription_id=sub.id,
                     resource=sub.resource_code,
                     node=sub.subscriber_node,
-                    table=sub.target_table,
+                    table=file_dir(s, sub) or sub.target_table,
                     status=sub.status,
                     valid_until=sub.valid_until,
                     watermark=wm.value if wm else None,

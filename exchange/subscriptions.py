@@ -1,7 +1,7 @@
 """Subscriptions: who receives which fields of a resource, on which node, until when.
 
-For now a platform engineer adds them already approved; the request workflow (review,
-filing, sign-off, ...) will create them through the same function.
+A platform engineer may add one already approved (``add_subscription``); requesters apply
+through the workflow (``exchange.workflow.service``), which uses the same checks.
 """
 
 from __future__ import annotations
@@ -10,33 +10,38 @@ import datetime as dt
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from connectors.base import check_identifier
 from exchange import audit
-from exchange.catalog.model import DATABASE_KINDS
+from exchange.catalog.model import DATABASE_KINDS, Resource
 from exchange.errors import BadInput
 from exchange.pipeline.plan import today_shanghai
-from exchange.store.models import Subscription
+from exchange.store.models import Subscription, utcnow
+from exchange.workflow import states
+from exchange.workflow.transitions import record
+from exchange.workflow.users import Principal
 from exchange.workspace import Workspace
 
 MAX_USAGE_DAYS = 1095  # 001: a usage period of at most three years
 
 
-def add_subscription(
+def check_grant(
     ws: Workspace,
     resource_code: str,
     node: str,
     fields: Sequence[str],
-    valid_until: dt.date,
     *,
     target_table: str | None = None,
     target_schema: str | None = None,
-    actor: str = "platform",
-) -> Subscription:
-    """Record an approved subscription after checking it against the catalog."""
+) -> tuple[Resource, str]:
+    """Check that ``node`` may receive ``fields`` of the resource; return it and the table."""
     resource = ws.catalog.resource(resource_code)
-    if resource.kind != "table":
-        raise BadInput(f"resource {resource_code} is a {resource.kind}; only tables for now")
+    if not resource.delivers_table:
+        raise BadInput(
+            f"resource {resource_code} is a {resource.kind}; a database node receives tables "
+            "and tabular files only (give a file node and a directory for files)"
+        )
     if resource.share == "not_shared":
         raise BadInput(
             f"resource {resource_code} is not shared (不予共享) and cannot be subscribed"
@@ -44,6 +49,8 @@ def add_subscription(
     target = ws.catalog.node(node)
     if target.kind not in DATABASE_KINDS:
         raise BadInput(f"node {node!r} is {target.kind}, not a database: it cannot receive a table")
+    if not fields:
+        raise BadInput(f"no fields requested of resource {resource_code}")
     unknown = [f for f in fields if f not in resource.field_names]
     if unknown:
         raise BadInput(
@@ -59,31 +66,73 @@ def add_subscription(
     table = check_identifier(target_table or resource.source_table or "", "target table")
     if target_schema is not None:
         check_identifier(target_schema, "target schema")
-    today = today_shanghai()
+    return resource, table
+
+
+def check_target_free(
+    s: Session, node: str, table: str, target_schema: str | None, exclude: int | None = None
+) -> None:
+    """Refuse a target table that a live (not rejected, withdrawn or expired) subscription has."""
+    clash = s.execute(
+        sa.select(Subscription.id).where(
+            Subscription.subscriber_node == node,
+            Subscription.target_table == table,
+            Subscription.target_schema.is_(None)
+            if target_schema is None
+            else Subscription.target_schema == target_schema,
+            Subscription.status.not_in(sorted(states.FINAL)),
+            Subscription.id != (exclude or 0),
+        )
+    ).scalar()
+    if clash is not None:
+        raise BadInput(f"node {node!r} table {table!r} already receives subscription {clash}")
+
+
+def check_period(valid_until: dt.date, today: dt.date) -> None:
     if valid_until < today:
         raise BadInput(f"end date {valid_until} is in the past")
     if (valid_until - today).days > MAX_USAGE_DAYS:
         raise BadInput(f"end date {valid_until} exceeds the {MAX_USAGE_DAYS}-day usage period")
+
+
+def add_subscription(
+    ws: Workspace,
+    resource_code: str,
+    node: str,
+    fields: Sequence[str],
+    valid_until: dt.date,
+    *,
+    target_table: str | None = None,
+    target_schema: str | None = None,
+    actor: str = "platform",
+    target_dir: str | None = None,
+) -> Subscription:
+    """Record a subscription approved outside the workflow (a platform engineer adds it): it
+    starts in implementation, and the engine's first delivery moves it on to sign-off.
+
+    A file node as ``node`` subscribes to the files themselves, into ``target_dir``."""
+    if ws.catalog.node(node).kind not in DATABASE_KINDS:
+        from exchange.files.subscriptions import add_file_subscription
+
+        return add_file_subscription(ws, resource_code, node, valid_until, target_dir, actor)
+    resource, table = check_grant(
+        ws, resource_code, node, fields, target_table=target_table, target_schema=target_schema
+    )
+    check_period(valid_until, today_shanghai())
     with ws.store.session() as s:
-        clash = s.execute(
-            sa.select(Subscription.id).where(
-                Subscription.subscriber_node == node,
-                Subscription.target_table == table,
-                Subscription.target_schema.is_(None)
-                if target_schema is None
-                else Subscription.target_schema == target_schema,
-            )
-        ).scalar()
-        if clash is not None:
-            raise BadInput(f"node {node!r} table {table!r} already receives subscription {clash}")
+        check_target_free(s, node, table, target_schema)
+        now = utcnow()
         sub = Subscription(
             resource_code=resource_code,
             subscriber_node=node,
             target_schema=target_schema,
             target_table=table,
             fields=[f for f in resource.field_names if f in fields],
-            status="active",
+            status=states.IMPLEMENTATION,
             valid_until=valid_until,
+            urgency="normal",
+            approved_at=now,
+            state_changed_at=now,
         )
         s.add(sub)
         s.flush()
@@ -100,6 +149,10 @@ def add_subscription(
             },
             actor=actor,
         )
+        record(
+            s, sub, "add", None, Principal(actor, "admin"),
+            "added already approved by a platform engineer", now,
+        )  # fmt: skip
         return sub
 
 

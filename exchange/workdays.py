@@ -85,10 +85,18 @@ class WorkCalendar:
         p = Path(path)
         try:
             doc = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, yaml.YAMLError, ValueError) as exc:
+            # ValueError: YAML parses 2027-02-30 as a date and fails on the impossible day
             raise BadInput(f"calendar file {p}: {exc}") from None
+        if not isinstance(doc, dict):
+            raise BadInput(f"calendar file {p}: expected years as keys (2027: {{holidays: …}})")
         for year, spec in doc.items():
-            y = int(year)
+            try:
+                y = int(year)
+            except (TypeError, ValueError):
+                raise BadInput(f"calendar file {p}: {year!r} is not a year") from None
+            if spec is not None and not isinstance(spec, dict):
+                raise BadInput(f"calendar file {p} {y}: expected holidays and workdays lists")
             where = f"{p.name} {y}"
             cal.holidays[y] = _dates((spec or {}).get("holidays", []), f"{where}.holidays")
             cal.workdays[y] = _dates((spec or {}).get("workdays", []), f"{where}.workdays")
@@ -142,15 +150,24 @@ def _as_shanghai(t: dt.datetime) -> dt.datetime:
     return t.astimezone(SHANGHAI)
 
 
-_default: WorkCalendar | None = None
+_default: tuple[tuple[str, int], WorkCalendar] | None = None
 
 
 def default_calendar() -> WorkCalendar:
-    """The calendar of this process: the library plus ``$EXCHANGE_CALENDAR`` if set."""
+    """The calendar of this process: the library plus ``$EXCHANGE_CALENDAR`` if set.
+
+    Reloaded when the variable or the file changes: a long-running API server or Airflow
+    worker sees the year a platform engineer adds without a restart.
+    """
     global _default
-    if _default is None:
-        _default = WorkCalendar.from_file(os.environ.get(ENV))
-    return _default
+    path = os.environ.get(ENV) or ""
+    try:
+        key = (path, Path(path).stat().st_mtime_ns if path else 0)
+    except OSError:
+        key = (path, -1)  # a missing file is reported by from_file
+    if _default is None or _default[0] != key:
+        _default = (key, WorkCalendar.from_file(path or None))
+    return _default[1]
 
 
 def add_working_days(start: dt.datetime, n: int) -> Deadline:

@@ -277,3 +277,56 @@ def test_concurrent_appends_on_postgresql_keep_the_chain_intact(pg_database: str
         assert verify(store) == audit.ChainCheck(events=3)
     finally:
         store.close()
+
+
+def test_many_concurrent_writers_keep_the_chain_intact(store: Store) -> None:
+    """Eight threads appending at once (an API server's thread pool): on SQLite too, a writer
+    waits for the chain's lock instead of failing on the unique prev_hash."""
+    errors: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        try:
+            for j in range(10):
+                with store.session() as s:
+                    audit.append(s, "api.call", f"GET /w{i}", {"j": j})
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert not errors
+    assert verify(store) == audit.ChainCheck(events=80)
+
+
+def test_altering_a_workflow_event_in_the_database_is_named_by_exchange_audit_verify(
+    tmp_path: Path,
+) -> None:
+    from exchange.workflow import service
+    from tests.workflow_setup import add_people, form, open_city
+
+    ws = open_city(tmp_path)
+    try:
+        people = add_people(ws)
+        sid = service.apply(ws, people["tax"], form()).id
+        service.review(ws, people["market"], sid, approve=False, reason="用途不明确")
+        with ws.store.session() as s:
+            rejected = s.scalars(
+                sa.select(AuditEvent.id).where(AuditEvent.kind == "subscription.reject")
+            ).one()
+        # someone with database access turns the rejection into an approval
+        tamper(ws.store, rejected, payload={"from": "under_review", "to": "filing"})
+    finally:
+        ws.close()
+    env = {**os.environ, "EXCHANGE_HOME": str(tmp_path),
+           "EXCHANGE_DB_URL": f"sqlite:///{tmp_path / 'exchange.db'}"}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "exchange", "audit", "verify"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert out.returncode == 1
+    assert f"audit chain broken at event {rejected}: its content does not match" in out.stderr

@@ -107,7 +107,12 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_demo_catalog_loads() -> None:
     catalog = load_catalog(DEMO)
 
-    assert set(catalog.nodes) == {"market_fe", "tax_fe", "hrss_fe"}
+    assert set(catalog.nodes) == {
+        "market_fe", "tax_fe", "hrss_fe", "market_files", "tax_files", "hrss_files"
+    }  # fmt: skip
+    assert catalog.node("tax_files").kind == "local"
+    folder = catalog.resource("410400-SCJG-0002")
+    assert folder.kind == "folder" and folder.files is not None and folder.files.mirror
     assert catalog.node("market_fe").kind == "sqlite"
     assert catalog.node("market_fe").max_concurrent_extracts == 2
     enterprise = catalog.resource("410400-SCJG-0001")
@@ -340,7 +345,7 @@ def test_cli_validate_accepts_the_demo_catalog() -> None:
     result = run_cli("catalog", "validate", str(DEMO))
 
     assert result.returncode == 0, result.stderr
-    assert "valid (3 nodes, 1 resources)" in result.stdout
+    assert "valid (6 nodes, 2 resources)" in result.stdout
     assert result.stderr == ""
 
 

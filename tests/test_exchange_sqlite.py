@@ -204,6 +204,6 @@ def test_quarantined_rows_are_not_delivered_and_are_kept_with_their_reasons(
     _, rd = run_dir_of(ws, summary.run_id)
     held = pq.read_table(rd.part("quarantine")).to_pylist()
     assert {r["id"]: r["_reasons"] for r in held} == {
-        2: "max_length(20):name",
-        3: "max_length(50):secret_note",
+        2: "max_length(20):name=" + "名" * 16 + "…",
+        3: "max_length(50):secret_note=" + "x" * 16 + "…",
     }

@@ -10,7 +10,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from exchange.catalog.files_spec import files_problems
 from exchange.catalog.model import Catalog, build_catalog
+from exchange.catalog.quality_spec import quality_problems
 from exchange.errors import CatalogError
 from schemas import load_schema
 
@@ -122,6 +124,8 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
                 yield here + ["primary_key", j], f"{key!r} is not a field of the resource"
         if isinstance(r.get("cursor"), str) and r["cursor"] not in names:
             yield here + ["cursor"], f"{r['cursor']!r} is not a field of the resource"
+        yield from ((here + p, m) for p, m in quality_problems(r))
+        yield from ((here + p, m) for p, m in files_problems(r, provider))
 
 
 def _trailing_newlines(

@@ -5,6 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from exchange.catalog.files_spec import FilesSpec, files_spec
+from exchange.catalog.quality_spec import (
+    FieldRules,
+    ResourceQuality,
+    field_rules,
+    resource_quality,
+)
+
 NodeKind = Literal["postgresql", "mysql", "oracle", "sqlite", "sftp", "ftp", "ftps", "local"]
 DATABASE_KINDS: frozenset[str] = frozenset({"postgresql", "mysql", "oracle", "sqlite"})
 
@@ -48,6 +56,7 @@ class Field:
     precision: int | None = None
     scale: int | None = None
     title: str = ""
+    rules: FieldRules = FieldRules()
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,15 @@ class Resource:
     cursor: str | None = None
     batch_size: int = 50_000
     fields: tuple[Field, ...] = ()
+    quality: ResourceQuality = ResourceQuality()
+    files: FilesSpec | None = None  # file and folder resources
+
+    @property
+    def delivers_table(self) -> bool:
+        """A table, or a tabular file (csv/xlsx with fields): subscribers can get a table."""
+        return self.kind == "table" or (
+            self.files is not None and self.files.tabular and bool(self.fields)
+        )
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -145,8 +163,11 @@ def build_catalog(doc: dict[str, Any], path: str) -> Catalog:
                     precision=f.get("precision"),
                     scale=f.get("scale"),
                     title=f.get("title", ""),
+                    rules=field_rules(f.get("rules")),
                 )
                 for f in r.get("fields", [])
             ),
+            quality=resource_quality(r.get("quality")),
+            files=files_spec(r.get("files"), r["kind"]),
         )
     return Catalog(nodes=nodes, resources=resources, path=path)

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from exchange.cli.airflow import airflow_app
+from exchange.cli.quality import quality_app, quality_notes
 from exchange.cli.render import (
     ProgressReporter,
     console,
@@ -22,6 +24,7 @@ from exchange.cli.render import (
     runs_table,
     subscribers_table,
 )
+from exchange.cli.workflow import register as register_workflow
 from exchange.errors import BadInput, CatalogError, ExchangeError
 
 app = typer.Typer(
@@ -38,6 +41,9 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(db_app, name="db")
 app.add_typer(sub_app, name="subscription")
 app.add_typer(audit_app, name="audit")
+app.add_typer(airflow_app, name="airflow")
+app.add_typer(quality_app, name="quality")
+register_workflow(app, sub_app)  # subscription apply/review/..., sla, tick, calendar, user, serve
 
 CatalogOpt = Annotated[
     Path,
@@ -75,8 +81,24 @@ def demo(
     for node, ok in result.verified.items():
         mark = "[green]matches" if ok else "[red]DIFFERS FROM"
         console.print(f"{node}: target table {mark}[/] the source projection of its granted fields")
+    for note in result.notes:
+        console.print(note, markup=False, highlight=False)
+    if result.folder is not None:
+        from exchange.cli.render import folder_demo_table
+
+        for label, summary, results, seconds in result.folder.runs:
+            console.print(folder_demo_table(label, summary, results, seconds))
+        for node, ok in result.folder.verified.items():
+            mark = "[green]matches" if ok else "[red]DIFFERS FROM"
+            console.print(f"{node}: folder {mark}[/] the provider's, file by file (sha256)")
     console.print(f"Catalog, databases and staged runs are in {result.home}")
+    folder_ok = result.folder is None or (
+        all(result.folder.verified.values())
+        and all(s.status == "succeeded" for _, s, _, _ in result.folder.runs)
+    )
     if not all(result.verified.values()) or any(s.status != "succeeded" for _, s, _ in result.runs):
+        raise typer.Exit(1)
+    if not folder_ok:
         raise typer.Exit(1)
 
 
@@ -121,9 +143,11 @@ def run(
             f"extracted {summary.extracted:,}, valid {summary.valid:,}, "
             f"quarantined {summary.quarantined:,}"
         )
+        for note in quality_notes(summary):
+            console.print(note, markup=False, highlight=False)
     finally:
         ws.close()
-    if summary.failures:
+    if summary.failures or summary.held:
         raise typer.Exit(1)
 
 
@@ -147,21 +171,33 @@ def status(
 def subscription_add(
     resource: str,
     node: Annotated[str, typer.Option(help="The requester's front-end node.")],
-    fields: Annotated[str, typer.Option(help="Granted fields, comma-separated.")],
     until: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="Last day of use.")],
+    fields: Annotated[str, typer.Option(help="Granted fields, comma-separated.")] = "",
     table: Annotated[str | None, typer.Option(help="Target table (default: source name).")] = None,
     schema: Annotated[str | None, typer.Option(help="Target schema.")] = None,
+    target_dir: Annotated[
+        str | None, typer.Option("--dir", help="Target directory on a file node.")
+    ] = None,
     catalog: CatalogOpt = Path("catalog.yaml"),
 ) -> None:
-    """Add an approved subscription (the review workflow will create them too)."""
+    """Add a subscription approved outside the workflow: it starts in implementation."""
     from exchange.subscriptions import add_subscription
 
     ws = _workspace(catalog)
     try:
         names = [f.strip() for f in fields.split(",") if f.strip()]
         sub = add_subscription(
-            ws, resource, node, names, until.date(), target_table=table, target_schema=schema
-        )
+            ws, resource, node, names, until.date(), target_table=table, target_schema=schema,
+            target_dir=target_dir,
+        )  # fmt: skip
+        if target_dir is not None or not sub.fields:
+            from exchange.files.status import describe_target
+
+            console.print(
+                f"subscription {sub.id}: {resource} -> {describe_target(ws, sub)} "
+                f"until {sub.valid_until}"
+            )
+            return
         console.print(
             f"subscription {sub.id}: {resource} -> {node}.{sub.target_table} "
             f"({', '.join(sub.fields)}) until {sub.valid_until}"

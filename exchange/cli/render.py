@@ -31,6 +31,11 @@ console = Console(width=_WIDTH)
 errors = Console(stderr=True, width=_WIDTH)
 
 
+def target(node: str, table: str) -> str:
+    """Where a subscription lands: ``node.table``, or ``node:/dir`` for file subscriptions."""
+    return f"{node}:{table}" if table.startswith("/") else f"{node}.{table}"
+
+
 def local(t: dt.datetime | None) -> str:
     """A stored UTC time as shown to people: Asia/Shanghai."""
     if t is None:
@@ -76,8 +81,8 @@ def run_table(summary: RunSummary, results: list[DeliveryResult], title: str = "
     for r in results:
         t.add_row(
             str(r.subscription_id),
-            f"{r.node}.{r.table}",
-            "[green]delivered" if r.status == "delivered" else "[red]failed",
+            target(r.node, r.table),
+            {"delivered": "[green]delivered", "held": "[yellow]held"}.get(r.status, "[red]failed"),
             f"{r.rows:,}",
             r.watermark or "-",
             f"{r.seconds:.2f}",
@@ -101,12 +106,27 @@ def demo_table(
         t.add_column(col, overflow="fold")
     for r in results:
         t.add_row(
-            f"{r.node}.{r.table}",
+            target(r.node, r.table),
             f"{r.rows:,}",
             ", ".join(fields.get(r.subscription_id, [])),
             r.watermark or "-",
             f"{r.seconds:.2f}",
         )
+    return t
+
+
+def folder_demo_table(
+    label: str, summary: RunSummary, results: list[DeliveryResult], seconds: float
+) -> Table:
+    """A folder run in the demo: files pulled once, then per subscriber what it received."""
+    t = Table(
+        title=f"{label} folder run {summary.run_id} of {summary.resource}: "
+        f"pulled {summary.valid:,} of {summary.extracted:,} changed files once, {seconds:.1f} s"
+    )
+    for col in ("subscriber", "status", "files delivered or deleted", "seconds"):
+        t.add_column(col, overflow="fold")
+    for r in results:
+        t.add_row(target(r.node, r.table), r.status, f"{r.rows:,}", f"{r.seconds:.2f}")
     return t
 
 
@@ -159,7 +179,7 @@ def subscribers_table(rows: list[SubscriberStatus]) -> Table:
         t.add_row(
             str(s.subscription_id),
             s.resource,
-            f"{s.node}.{s.table}",
+            target(s.node, s.table),
             s.status,
             str(s.valid_until),
             s.watermark or "-",

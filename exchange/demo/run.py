@@ -12,11 +12,13 @@ import hashlib
 import shutil
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 
+from exchange.demo import quality as demo_quality
+from exchange.demo.folder import FolderDemo, run_folder_demo
 from exchange.demo.registry import COLUMNS, enterprise_rows
 from exchange.pipeline.record import RunSummary
 from exchange.pipeline.runner import Reporter, run_resource
@@ -119,6 +121,8 @@ class DemoResult:
     home: Path
     runs: list[tuple[str, RunSummary, float]]
     verified: dict[str, bool]
+    notes: list[str] = field(default_factory=list)
+    folder: FolderDemo | None = None
 
 
 def run_demo(
@@ -139,21 +143,27 @@ def run_demo(
     )
     say(f"Creating the provider front-end DB with {rows:,} enterprise rows in {home}")
     create_provider(home / "provider.db", rows)
+    damaged = demo_quality.damage_provider(home / "provider.db", rows)
+    say(f"Damaged {damaged:,} codes at the provider (bad check characters, phones, ID numbers)")
 
     ws = Workspace.open(catalog, Settings(home=home, db_url=f"sqlite:///{home / 'exchange.db'}"))
     try:
         until = dt.date.today() + dt.timedelta(days=365)
-        for node, fields in GRANTS.items():
-            add_subscription(ws, RESOURCE, node, fields, until, target_table="enterprise")
+        subs = {
+            node: add_subscription(ws, RESOURCE, node, fields, until, target_table="enterprise")
+            for node, fields in GRANTS.items()
+        }
         runs = []
         t0 = time.perf_counter()
         runs.append(
             ("full", run_resource(ws, RESOURCE, reporter=reporter), time.perf_counter() - t0)
         )
-        changed, added = change_provider(
-            home / "provider.db", rows, dt.datetime.now().replace(microsecond=0)
-        )
-        say(f"Changed {changed:,} rows and added {added:,} at the provider")
+        report_id = demo_quality.report_error(ws, RESOURCE, subs["hrss_fe"].id)
+        now = dt.datetime.now().replace(microsecond=0)
+        changed, added = change_provider(home / "provider.db", rows, now)
+        fixed = demo_quality.repair_provider(home / "provider.db", rows, now)
+        demo_quality.provider_answers(ws, report_id)
+        say(f"Changed {changed:,} rows, added {added:,} and fixed {fixed:,} at the provider")
         t0 = time.perf_counter()
         runs.append(
             ("incremental", run_resource(ws, RESOURCE, reporter=reporter), time.perf_counter() - t0)
@@ -163,6 +173,8 @@ def run_demo(
             want = projection_digest(home / "provider.db", "enterprise", fields)
             got = projection_digest(home / f"{node.removesuffix('_fe')}.db", "enterprise", fields)
             verified[node] = want == got
-        return DemoResult(home, runs, verified)
+        notes = demo_quality.story(ws, RESOURCE, report_id, runs[0][1].quarantined)
+        folder = run_folder_demo(ws, home, until, say)
+        return DemoResult(home, runs, verified, notes, folder)
     finally:
         ws.close()

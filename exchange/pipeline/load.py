@@ -27,6 +27,7 @@ from exchange.pipeline import watermark
 from exchange.pipeline.plan import run_dir_of
 from exchange.pipeline.staging import RunDir
 from exchange.store.models import Delivery, Watermark, utcnow
+from exchange.workflow.engine import on_delivered
 from exchange.workspace import Workspace
 
 
@@ -37,7 +38,7 @@ class DeliveryResult:
     subscription_id: int
     node: str
     table: str
-    status: str  # delivered | failed
+    status: str  # delivered | failed | held (validation held the run's delivery back)
     rows: int
     seconds: float
     watermark: str | None = None
@@ -115,6 +116,8 @@ def _record(ws: Workspace, result: DeliveryResult, run_id: str) -> None:
                 "error": result.error,
             },
         )
+        if result.status == "delivered":  # the first delivery completes implementation
+            on_delivered(s, result.subscription_id, run_id, utcnow())
 
 
 def _db_message(node: str, exc: Exception) -> str:
@@ -140,6 +143,13 @@ def load_subscriber(
             done.seconds or 0.0,
             done.watermark,
         )
+    held = rd.read_done("validate").get("held")
+    if held:  # too many bad rows: nobody gets this run, watermarks stay where they were
+        result = DeliveryResult(
+            subscription_id, d["node"], d["table"], "held", 0, 0.0, d["since"], f"held back: {held}"
+        )
+        _record(ws, result, run_id)
+        return result
     resource = ws.catalog.resource(run.resource_code)
     spec = TableSpec(
         name=d["table"],

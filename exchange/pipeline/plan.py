@@ -13,6 +13,7 @@ from exchange import audit
 from exchange.errors import BadInput
 from exchange.pipeline.staging import RunDir
 from exchange.store.models import Run, Subscription, Watermark, utcnow
+from exchange.workflow.engine import deliverable
 from exchange.workspace import Workspace
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -30,11 +31,7 @@ def active_subscriptions(ws: Workspace, resource_code: str, today: dt.date) -> l
         return list(
             s.execute(
                 sa.select(Subscription)
-                .where(
-                    Subscription.resource_code == resource_code,
-                    Subscription.status == "active",
-                    Subscription.valid_until >= today,
-                )
+                .where(Subscription.resource_code == resource_code, deliverable(today))
                 .order_by(Subscription.id)
             ).scalars()
         )
@@ -51,6 +48,10 @@ def unfinished_run(ws: Workspace, resource_code: str) -> Run | None:
 def plan(ws: Workspace, resource_code: str, *, full: bool = False) -> str:
     """Create a run and its plan; return the run id. An unfinished run is resumed instead."""
     resource = ws.catalog.resource(resource_code)
+    if resource.files is not None:  # file and folder resources have their own planner
+        from exchange.files.plan import plan_files
+
+        return plan_files(ws, resource_code, full=full)
     if resource.kind != "table":
         raise BadInput(f"resource {resource_code}: kind {resource.kind} is not a table")
     previous = unfinished_run(ws, resource_code)
@@ -88,18 +89,29 @@ def plan(ws: Workspace, resource_code: str, *, full: bool = False) -> str:
 
         extract_since = min(sinces, key=lambda v: decode(v, field))
 
+    return start_run(
+        ws,
+        resource_code,
+        full,
+        {"mode": resource.mode, "since": extract_since, "deliveries": deliveries},
+        {"since": extract_since},
+    )
+
+
+def start_run(
+    ws: Workspace,
+    resource_code: str,
+    full: bool,
+    plan_doc: dict[str, Any],
+    audit_extra: dict[str, Any],
+) -> str:
+    """Write a new run's plan.json, add its row (running) and audit it; return its id."""
+    deliveries = plan_doc["deliveries"]
     run_id = utcnow().strftime("r%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     run_dir = RunDir(ws.settings.runs_dir / resource_code / run_id)
     run_dir.write_json(
         run_dir.path / "plan.json",
-        {
-            "run_id": run_id,
-            "resource": resource_code,
-            "mode": resource.mode,
-            "full": full,
-            "since": extract_since,
-            "deliveries": deliveries,
-        },
+        {"run_id": run_id, "resource": resource_code, "full": full, **plan_doc},
     )
     with ws.store.session() as s:
         s.add(
@@ -119,7 +131,7 @@ def plan(ws: Workspace, resource_code: str, *, full: bool = False) -> str:
             {
                 "resource": resource_code,
                 "subscriptions": [d["subscription_id"] for d in deliveries],
-                "since": extract_since,
+                **audit_extra,
                 "full": full,
             },
         )

@@ -36,6 +36,10 @@ def run_resource(
 ) -> RunSummary:
     """Plan (or resume), extract, validate, load every subscriber, record."""
     rep = reporter or QuietReporter()
+    if ws.catalog.resource(resource_code).files is not None:  # file and folder resources
+        from exchange.files.runner import run_files
+
+        return run_files(ws, resource_code, full=full, reporter=rep)
     run_id = plan(ws, resource_code, full=full)
     extract(ws, run_id, rep.task(f"extract {resource_code}", None))
     validated = validate(ws, run_id)

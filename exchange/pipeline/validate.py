@@ -2,21 +2,59 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from exchange.faults import crashpoint
 from exchange.pipeline.plan import run_dir_of, set_step
+from exchange.pipeline.staging import RunDir
+from exchange.quality.quarantine import judge_run, local_now, record_validation
 from exchange.workspace import Workspace
-from quality import evaluate, rules_for_fields
+from quality import Rule, evaluate, rules_for_resource
+from quality.rules import Unique
 
 
 @dataclass
 class ValidationResult:
-    """Counts of one run's validation: valid + quarantined = extracted."""
+    """Counts of one run's validation: valid + quarantined = extracted.
+
+    ``held`` says why the run delivers nothing (too many bad rows, an implausible row
+    count); ``stale`` flags data older than its update cycle allows (delivered all the same)."""
 
     valid: int = 0
     quarantined: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
+    by_dimension: dict[str, int] = field(default_factory=dict)
+    held: str | None = None
+    stale: str | None = None
+
+
+def _same_file(source: Path, target: Path) -> None:
+    """Every row is valid: valid/ is the extract itself (a hard link; a copy where links are
+    not possible), instead of decoding and encoding every row again."""
+    if not source.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _bound_to_run(rules: list[Rule], rd: RunDir) -> list[Rule]:
+    """Rules that judge a value against the whole run (unique) see the staged column once."""
+    out: list[Rule] = []
+    for rule in rules:
+        if isinstance(rule, Unique):
+            column = pq.read_table(rd.part("extract"), columns=[rule.field]).column(rule.field)
+            rule = rule.over(column)
+        out.append(rule)
+    return out
 
 
 def validate(ws: Workspace, run_id: str) -> ValidationResult:
@@ -24,22 +62,38 @@ def validate(ws: Workspace, run_id: str) -> ValidationResult:
     run, rd = run_dir_of(ws, run_id)
     if rd.is_done("validate"):
         d = rd.read_done("validate")
-        return ValidationResult(d["valid"], d["quarantined"], d["by_rule"])
+        return ValidationResult(
+            d["valid"],
+            d["quarantined"],
+            d["by_rule"],
+            d.get("by_dimension", {}),
+            d.get("held"),
+            d.get("stale"),
+        )
     resource = ws.catalog.resource(run.resource_code)
-    rules = rules_for_fields(resource.fields, resource.primary_key)
+    now = local_now()
+    rules = rules_for_resource(resource, now)
+    if rd.part("extract").exists():
+        rules = _bound_to_run(rules, rd)
     rd.reset("valid", "quarantine")
     result = ValidationResult()
-    schema = None
     valid_writer = quarantine_writer = None
+    clean_prefix = 0  # leading batches without a bad row, not written (yet)
     try:
         for batch in rd.batches("extract", batch_size=resource.batch_size):
-            if schema is None:
-                schema = batch.schema
-                valid_writer = rd.writer("valid", schema)
             verdict = evaluate(batch, rules)
+            if valid_writer is None and verdict.counts:
+                # The first bad row: from here on valid/ is its own file, so write it, the
+                # clean batches before this one first (the same batches, read again).
+                valid_writer = rd.writer("valid", batch.schema)
+                earlier = rd.batches("extract", batch_size=resource.batch_size)
+                for clean in itertools.islice(earlier, clean_prefix):
+                    valid_writer.write_batch(clean)
             good = verdict.good(batch) if verdict.counts else batch
-            assert valid_writer is not None
-            valid_writer.write_batch(good)
+            if valid_writer is not None:
+                valid_writer.write_batch(good)
+            else:
+                clean_prefix += 1
             result.valid += good.num_rows
             if verdict.counts:
                 bad = verdict.quarantined(batch)
@@ -49,13 +103,42 @@ def validate(ws: Workspace, run_id: str) -> ValidationResult:
                 result.quarantined += bad.num_rows
                 for rule, n in verdict.counts.items():
                     result.by_rule[rule] = result.by_rule.get(rule, 0) + n
+                for dim, n in verdict.by_dimension.items():
+                    result.by_dimension[dim] = result.by_dimension.get(dim, 0) + n
     finally:
         for w in (valid_writer, quarantine_writer):
             if w is not None:
                 w.close()
+    if valid_writer is None:
+        _same_file(rd.part("extract"), rd.part("valid"))
+    extracted = result.valid + result.quarantined
+    high = rd.read_done("extract").get("high")
+    outcome = judge_run(
+        ws, resource, extracted, result.quarantined, rd.plan()["since"] is None, high, now
+    )
+    result.held, result.stale = outcome.held, outcome.stale
+    record_validation(
+        ws,
+        run_id,
+        rd,
+        resource,
+        result.by_rule,
+        result.by_dimension,
+        extracted,
+        result.valid,
+        result.quarantined,
+        outcome,
+    )
     rd.mark_done(
         "validate",
-        {"valid": result.valid, "quarantined": result.quarantined, "by_rule": result.by_rule},
+        {
+            "valid": result.valid,
+            "quarantined": result.quarantined,
+            "by_rule": result.by_rule,
+            "by_dimension": result.by_dimension,
+            "held": result.held,
+            "stale": result.stale,
+        },
     )
     set_step(ws, run_id, "validate", rows_valid=result.valid, rows_quarantined=result.quarantined)
     crashpoint("validate:done")

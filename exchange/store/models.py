@@ -19,7 +19,9 @@ class Base(DeclarativeBase):
 
 
 class Subscription(Base):
-    """A requester's approved right to receive a resource's granted fields on its node."""
+    """A requester's request for a resource and, once approved, its right to receive the
+    granted ``fields`` on its node. ``status`` is the workflow state (exchange.workflow.states);
+    the application form's fields (001 附件4) are kept as the requester filled them in."""
 
     __tablename__ = "subscriptions"
 
@@ -28,14 +30,35 @@ class Subscription(Base):
     subscriber_node: Mapped[str] = mapped_column(sa.String(63))
     target_schema: Mapped[str | None] = mapped_column(sa.String(63))
     target_table: Mapped[str] = mapped_column(sa.String(63))
-    fields: Mapped[list[str]]
-    status: Mapped[str] = mapped_column(sa.String(20), default="active")
+    fields: Mapped[list[str]]  # granted (what the engine delivers)
+    status: Mapped[str] = mapped_column(sa.String(20), default="implementation")
     valid_until: Mapped[dt.date]
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-
-    __table_args__ = (
-        sa.UniqueConstraint("subscriber_node", "target_schema", "target_table", name="uq_target"),
-    )
+    # The application form (all NULL for subscriptions a platform engineer added directly).
+    share: Mapped[str | None] = mapped_column(sa.String(20))
+    requested_fields: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    department_code: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    department_name: Mapped[str | None] = mapped_column(sa.String(200))
+    purpose: Mapped[str | None] = mapped_column(sa.Text)
+    legal_basis: Mapped[str | None] = mapped_column(sa.Text)
+    contact_name: Mapped[str | None] = mapped_column(sa.String(100))
+    contact_phone: Mapped[str | None] = mapped_column(sa.String(40))
+    contact_email: Mapped[str | None] = mapped_column(sa.String(200))
+    system_name: Mapped[str | None] = mapped_column(sa.String(200))
+    system_ip: Mapped[str | None] = mapped_column(sa.String(45))
+    deploy_location: Mapped[str | None] = mapped_column(sa.String(200))
+    technical_notes: Mapped[str | None] = mapped_column(sa.Text)
+    usage_days: Mapped[int | None]
+    urgency: Mapped[str] = mapped_column(sa.String(10), default="normal")
+    urgency_reason: Mapped[str | None] = mapped_column(sa.Text)
+    applicant: Mapped[str | None] = mapped_column(sa.String(100))
+    # Workflow bookkeeping (times in UTC).
+    applied_at: Mapped[dt.datetime | None]
+    approved_at: Mapped[dt.datetime | None]
+    closed_at: Mapped[dt.datetime | None]
+    state_changed_at: Mapped[dt.datetime | None]
+    decision_reason: Mapped[str | None] = mapped_column(sa.Text)
+    suspended_from: Mapped[str | None] = mapped_column(sa.String(20))
 
 
 class Run(Base):
