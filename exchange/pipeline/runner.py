@@ -4,8 +4,10 @@ Airflow calls the same steps one task at a time."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 from exchange.pipeline.extract import extract
 from exchange.pipeline.load import DeliveryResult, load_subscriber
@@ -44,8 +46,30 @@ def run_resource(
     extract(ws, run_id, rep.task(f"extract {resource_code}", None))
     validated = validate(ws, run_id)
     _, rd = run_dir_of(ws, run_id)
-    for d in rd.plan()["deliveries"]:
-        label = f"load {d['node']}.{d['table']}"
-        result = load_subscriber(ws, run_id, d["subscription_id"], rep.task(label, validated.valid))
-        rep.delivered(result)
+    deliveries = rd.plan()["deliveries"]
+
+    def load_node(batch: list[dict[str, Any]]) -> list[DeliveryResult]:
+        results = []
+        for d in batch:
+            label = f"load {d['node']}.{d['table']}"
+            task = rep.task(label, validated.valid)
+            results.append(load_subscriber(ws, run_id, d["subscription_id"], task))
+        return results
+
+    # Different nodes load side by side (the work is mostly in the target databases and in
+    # Arrow, which release the GIL); one node's subscriptions load one after the other, so
+    # that no front-end DB takes concurrent merges from us (and SQLite's one writer is safe).
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for d in deliveries:
+        by_node.setdefault(d["node"], []).append(d)
+    workers = max(1, min(len(by_node), load_workers()))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exchange-load") as pool:
+        done = {r.subscription_id: r for rs in pool.map(load_node, by_node.values()) for r in rs}
+    for d in deliveries:  # reported in plan order
+        rep.delivered(done[d["subscription_id"]])
     return finish(ws, run_id)
+
+
+def load_workers() -> int:
+    """How many subscribers load at once in this process ($EXCHANGE_LOAD_WORKERS, default 3)."""
+    return int(os.environ.get("EXCHANGE_LOAD_WORKERS", "3"))
