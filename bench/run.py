@@ -83,7 +83,6 @@ def catalog(home: Path) -> Path:
     res = []
     for code in ("A_PG", "A_MARIA", "C_FANOUT"):
         r = dict(base, code=code, provider="src", source={"table": "enterprise"})
-        r["batch_size"] = 50_000
         res.append(r)
     path = home / "catalog.yaml"
     path.write_text(yaml.safe_dump({"version": 1, "nodes": nodes, "resources": res},
