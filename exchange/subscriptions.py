@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -121,39 +122,45 @@ def add_subscription(
     check_period(valid_until, today_shanghai())
     with ws.store.session() as s:
         check_target_free(s, node, table, target_schema)
-        now = utcnow()
-        sub = Subscription(
-            resource_code=resource_code,
-            subscriber_node=node,
-            target_schema=target_schema,
-            target_table=table,
-            fields=[f for f in resource.field_names if f in fields],
-            status=states.IMPLEMENTATION,
-            valid_until=valid_until,
-            urgency="normal",
-            approved_at=now,
-            state_changed_at=now,
-        )
-        s.add(sub)
-        s.flush()
-        audit.append(
+        granted = [f for f in resource.field_names if f in fields]
+        return add_approved(
             s,
-            "subscription.added",
-            f"subscription:{sub.id}",
-            {
-                "resource": resource_code,
-                "node": node,
-                "table": table,
-                "fields": sub.fields,
-                "valid_until": valid_until,
-            },
-            actor=actor,
+            Subscription(
+                resource_code=resource_code,
+                subscriber_node=node,
+                target_schema=target_schema,
+                target_table=table,
+                fields=granted,
+                valid_until=valid_until,
+            ),
+            {"table": table, "fields": granted},
+            actor,
         )
-        record(
-            s, sub, "add", None, Principal(actor, "admin"),
-            "added already approved by a platform engineer", now,
-        )  # fmt: skip
-        return sub
+
+
+def add_approved(
+    s: Session, sub: Subscription, described: dict[str, Any], actor: str
+) -> Subscription:
+    """Store ``sub`` as approved by a platform engineer: in implementation, audited, and with
+    its first history entry (tables and files alike)."""
+    now = utcnow()
+    sub.status, sub.urgency = states.IMPLEMENTATION, "normal"
+    sub.approved_at = sub.state_changed_at = now
+    s.add(sub)
+    s.flush()
+    audit.append(
+        s,
+        "subscription.added",
+        f"subscription:{sub.id}",
+        {"resource": sub.resource_code, "node": sub.subscriber_node, **described,
+         "valid_until": sub.valid_until},
+        actor=actor,
+    )  # fmt: skip
+    record(
+        s, sub, "add", None, Principal(actor, "admin"),
+        "added already approved by a platform engineer", now,
+    )  # fmt: skip
+    return sub
 
 
 def list_subscriptions(ws: Workspace, resource_code: str | None = None) -> list[Subscription]:

@@ -7,15 +7,13 @@ import datetime as dt
 import sqlalchemy as sa
 
 from connectors.files import clean_path
-from exchange import audit
 from exchange.catalog.files_spec import FILE_NODE_KINDS
 from exchange.errors import BadInput
 from exchange.files.models import FileTarget
 from exchange.pipeline.plan import today_shanghai
-from exchange.store.models import Subscription, utcnow
+from exchange.store.models import Subscription
+from exchange.subscriptions import add_approved
 from exchange.workflow import states
-from exchange.workflow.transitions import record
-from exchange.workflow.users import Principal
 from exchange.workspace import Workspace
 
 FILES_LABEL = "files"  # Subscription.target_table of a file subscription (the dir is its target)
@@ -67,36 +65,18 @@ def add_file_subscription(
             raise BadInput(
                 f"node {node!r} directory /{directory} already receives subscription {clash}"
             )
-        now = utcnow()
-        sub = Subscription(
-            resource_code=resource_code,
-            subscriber_node=node,
-            target_schema=None,
-            target_table=FILES_LABEL,
-            fields=[],
-            status=states.IMPLEMENTATION,
-            valid_until=valid_until,
-            urgency="normal",
-            approved_at=now,
-            state_changed_at=now,
-        )
-        s.add(sub)
-        s.flush()
-        s.add(FileTarget(subscription_id=sub.id, target_dir=directory))
-        audit.append(
+        sub = add_approved(
             s,
-            "subscription.added",
-            f"subscription:{sub.id}",
-            {
-                "resource": resource_code,
-                "node": node,
-                "dir": "/" + directory,
-                "valid_until": valid_until,
-            },
-            actor=actor,
+            Subscription(
+                resource_code=resource_code,
+                subscriber_node=node,
+                target_schema=None,
+                target_table=FILES_LABEL,
+                fields=[],
+                valid_until=valid_until,
+            ),
+            {"dir": "/" + directory},
+            actor,
         )
-        record(
-            s, sub, "add", None, Principal(actor, "admin"),
-            "added already approved by a platform engineer", now,
-        )  # fmt: skip
+        s.add(FileTarget(subscription_id=sub.id, target_dir=directory))
         return sub
