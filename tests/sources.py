@@ -16,11 +16,7 @@ from sqlalchemy.engine import make_url
 from bench.registry_pg import DDL as PG_DDL  # one DDL for the tests and the bench
 from bench.registry_pg import MARIADB_DDL
 from exchange.demo.registry import COLUMNS, enterprise_row
-
-SQLITE_DDL = """CREATE TABLE enterprise (
-  id INTEGER PRIMARY KEY, uscc TEXT, name TEXT, legal_person TEXT, id_card TEXT,
-  reg_capital TEXT, established TEXT, updated_at TEXT, status INTEGER, region_code TEXT,
-  address TEXT, phone TEXT, industry TEXT, scope TEXT, is_active INTEGER, remark TEXT)"""
+from exchange.demo.run import SQLITE_DDL, sqlite_value
 
 RESOURCE_YAML = """\
 - code: ENT
@@ -94,7 +90,7 @@ def upsert_source(url: str, rows: Sequence[Row]) -> None:
         with sqlite3.connect(path) as db:
             db.executemany(
                 f"INSERT OR REPLACE INTO enterprise ({cols}) VALUES ({_marks('?')})",  # noqa: S608
-                [tuple(_sqlite(v) for v in r) for r in rows],
+                [tuple(sqlite_value(v) for v in r) for r in rows],
             )
         return
     with connect(url) as conn:
@@ -115,18 +111,6 @@ def delete_source(url: str, ids: Sequence[int]) -> None:
         mark = "?" if make_url(url).get_backend_name() == "sqlite" else "%s"
         cur.executemany(f"DELETE FROM enterprise WHERE id = {mark}", [(i,) for i in ids])  # noqa: S608
         conn.commit()
-
-
-def _sqlite(v: Any) -> Any:
-    if isinstance(v, dt.datetime):
-        return v.isoformat(sep=" ")
-    if isinstance(v, dt.date):
-        return v.isoformat()
-    if isinstance(v, Decimal):
-        return f"{v:.2f}"
-    if isinstance(v, bool):
-        return int(v)
-    return v
 
 
 def connect(url: str) -> Any:

@@ -45,14 +45,15 @@ GRANTS = {
 }
 
 _INSERT = "INSERT INTO enterprise VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_DDL = """CREATE TABLE enterprise (
+SQLITE_DDL = """CREATE TABLE enterprise (
   id INTEGER PRIMARY KEY, uscc TEXT NOT NULL, name TEXT NOT NULL, legal_person TEXT,
   id_card TEXT, reg_capital TEXT, established TEXT, updated_at TEXT NOT NULL, status INTEGER,
   region_code TEXT, address TEXT, phone TEXT, industry TEXT, scope TEXT, is_active INTEGER,
   remark TEXT)"""
 
 
-def _sqlite_value(v: object) -> object:
+def sqlite_value(v: object) -> object:
+    """A registry value as the SQLite front-end DBs store it (ISO text, exact decimals, 0/1)."""
     if isinstance(v, dt.datetime):
         return v.isoformat(sep=" ")
     if isinstance(v, dt.date):
@@ -68,11 +69,11 @@ def create_provider(path: Path, rows: int) -> None:
     """The provider's front-end DB with ``rows`` registry rows."""
     path.unlink(missing_ok=True)
     with sqlite3.connect(path) as db:
-        db.execute(_DDL)
+        db.execute(SQLITE_DDL)
         db.execute("CREATE INDEX ix_enterprise_updated_at ON enterprise (updated_at)")
         db.executemany(
             _INSERT,
-            ([_sqlite_value(v) for v in row] for row in enterprise_rows(1, rows + 1)),
+            ([sqlite_value(v) for v in row] for row in enterprise_rows(1, rows + 1)),
         )
 
 
@@ -88,7 +89,7 @@ def change_provider(path: Path, rows: int, when: dt.datetime) -> tuple[int, int]
         )
         new_rows = []
         for row in enterprise_rows(rows + 1, rows + 1 + added):
-            values = [_sqlite_value(v) for v in row]
+            values = [sqlite_value(v) for v in row]
             values[COLUMNS.index("updated_at")] = stamp  # many rows on one timestamp: ties
             new_rows.append(values)
         db.executemany(_INSERT, new_rows)
