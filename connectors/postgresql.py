@@ -3,7 +3,6 @@ psycopg 3 (through SQLAlchemy) for DDL and inspection."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -29,7 +28,6 @@ _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "timestamp": postgresql.TIMESTAMP(),
     "boolean": sa.Boolean(),
 }
-_COPY_LINE = re.compile(r"\bline (\d+)")
 
 
 class PostgreSQLConnector(DatabaseConnector):
