@@ -58,11 +58,15 @@ def url(db: str) -> str:
     return f"postgresql://postgres@127.0.0.1:5432/{db}"
 
 
-def _encoded(bounds: tuple[int, int]) -> bytes:
+def copy_text(rows: list[tuple[object, ...]]) -> bytes:
+    """Registry rows as PostgreSQL COPY text (what every bench load into the source writes)."""
     from connectors.arrow_types import arrow_schema
 
-    rows = list(enterprise_rows(*bounds))
     return encode_text_rows(rows_to_batch(rows, arrow_schema(FIELDS)))
+
+
+def _encoded(bounds: tuple[int, int]) -> bytes:
+    return copy_text(list(enterprise_rows(*bounds)))
 
 
 def ensure_source(n: int, db: str = SOURCE_DB) -> float:

@@ -32,7 +32,17 @@ import yaml
 
 from bench import floor
 from bench.checksum import maria_checksum, pg_checksum
-from bench.registry_pg import ADMIN, DDL, FIELDS, MARIADB_DDL, SOURCE_DB, dsn, ensure_source, url
+from bench.registry_pg import (
+    ADMIN,
+    DDL,
+    FIELDS,
+    MARIADB_DDL,
+    SOURCE_DB,
+    copy_text,
+    dsn,
+    ensure_source,
+    url,
+)
 from exchange.demo.registry import enterprise_row, enterprise_rows
 
 OURS = "exchange_bench_tgt"
@@ -188,10 +198,6 @@ def max_updated_at() -> str:
 
 def change_source(rows: int, k: int) -> int:
     """Update 1 % of the rows (a different 1 % each k) and insert 0.1 % new ids."""
-    from bench.registry_pg import FIELDS as F
-    from connectors.arrow_types import arrow_schema, rows_to_batch
-    from connectors.text_rows import encode_text_rows
-
     stamp = dt.datetime(2026, 11, 24, 12, 0, 0) + dt.timedelta(minutes=k)
     new_from = 10 * rows + k * rows // 1000 + 1
     new = [r[:7] + (stamp,) + r[8:] for r in enterprise_rows(new_from, new_from + rows // 1000)]
@@ -201,15 +207,12 @@ def change_source(rows: int, k: int) -> int:
             (stamp, k),
         )
         with c.cursor().copy("COPY enterprise FROM STDIN") as copy:
-            copy.write(encode_text_rows(rows_to_batch(new, arrow_schema(F))))
+            copy.write(copy_text(new))
     return rows // 100 + rows // 1000
 
 
 def restore_source(rows: int, repeat: int) -> None:
     """Undo every change of case B, so that each run of the script starts from the same data."""
-    from connectors.arrow_types import arrow_schema, rows_to_batch
-    from connectors.text_rows import encode_text_rows
-
     changed = [i for i in range(1, rows + 1) if 1 <= i % 100 <= repeat]
     with psycopg.connect(dsn(SOURCE_DB)) as c:
         c.execute("DELETE FROM enterprise WHERE id > %s OR (id %% 100 BETWEEN 1 AND %s)",
@@ -217,7 +220,7 @@ def restore_source(rows: int, repeat: int) -> None:
         with c.cursor().copy("COPY enterprise FROM STDIN") as copy:
             for start in range(0, len(changed), 50_000):
                 chunk = [enterprise_row(i) for i in changed[start : start + 50_000]]
-                copy.write(encode_text_rows(rows_to_batch(chunk, arrow_schema(FIELDS))))
+                copy.write(copy_text(chunk))
 
 
 def main() -> None:
