@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,33 +221,29 @@ def knobs(sshd: SSHD, work: Path, size: int) -> None:
     src = work / "provider/big.bin"
     settings = [
         ("defaults", {}),
-        ("paramiko defaults", {"cipher": None, "request_size": 32 << 10,
-                               "window_size": 2 << 20, "prefetch_window": 1 << 40}),
         ("cipher aes128-ctr", {"cipher": "aes128-ctr"}),
         ("cipher chacha20", {"cipher": "chacha20-poly1305@openssh.com"}),
         ("request 32 KiB", {"request_size": 32 << 10}),
         ("request 64 KiB", {"request_size": 64 << 10}),
         ("request 128 KiB", {"request_size": 128 << 10}),
-        ("packet 256 KiB", {"max_packet_size": 256 << 10}),
-        ("window 1 MiB", {"window_size": 1 << 20}),
-        ("window 16 MiB", {"window_size": 16 << 20}),
+        ("packet 32 KiB", {"max_packet_size": 32 << 10}),
+        ("window 2 MiB", {"window_size": 2 << 20}),
+        ("window 32 MiB", {"window_size": 32 << 20}),
         ("window 128 MiB", {"window_size": 128 << 20}),
-        ("prefetch 8 MiB", {"prefetch_window": 8 << 20}),
-        ("prefetch 128 MiB", {"prefetch_window": 128 << 20}),
         ("max requests 16", {"max_requests": 16}),
-        ("max requests 256", {"max_requests": 256}),
+        ("max requests 128", {"max_requests": 128}),
     ]  # fmt: skip
     d = defaults
     print(
         f"\nknobs ({size >> 20} MiB, one transfer each; defaults: cipher {d.cipher}, "
         f"request {d.request_size >> 10} KiB, window {d.window_size >> 20} MiB, "
-        f"prefetch {d.prefetch_window >> 20} MiB, {d.max_requests} requests)"
+        f"packet {d.max_packet_size >> 10} KiB, {d.max_requests} requests in flight)"
     )
     print(f"{'setting':<20} {'upload MB/s':>12} {'download MB/s':>14}")
     digest = ""  # uploads here are timed without the hash check
     for label, change in settings:
         opts = replace(defaults, **change)  # type: ignore[arg-type]
-        sess = Session(lambda o=opts: SFTPTransport("k", o))
+        sess = Session(functools.partial(SFTPTransport, "k", opts))
         t0 = time.perf_counter()
         upload(sess, src, "knob.part", "knob.bin", sha256=digest, verify_hash=False)
         up = time.perf_counter() - t0
@@ -260,9 +258,18 @@ def knobs(sshd: SSHD, work: Path, size: int) -> None:
         print(f"{label:<20} {mbps(size, up):>12.0f} {mbps(size, down):>14.0f}", flush=True)
 
 
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def _spread(xs: list[float]) -> str:
+    return f"{min(xs):.2f}-{max(xs):.2f}" if len(xs) > 1 else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=1024, help="file size in MiB (default 1024)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds, medians printed (default 3)")
     ap.add_argument("--knobs", action="store_true", help="also time each transport setting")
     ap.add_argument("--work", type=Path, default=None, help="scratch directory (default /tmp)")
     args = ap.parse_args()
@@ -273,32 +280,49 @@ def main() -> None:
     size = args.mib << 20
     work = Path(tempfile.mkdtemp(prefix="sftp-fanout-", dir=args.work))
     sshd = SSHD(work)
+    subs = ("sub1", "sub2", "sub3")
     try:
         make_file(work / "provider/big.bin", size)
-        print(f"file {size >> 20} MiB on loopback sshd :{sshd.port}, cipher {CIPHER}")
-        up = sshd.sftp(f"put {work}/provider/big.bin {work}/openssh-up.bin")
-        down = sshd.sftp(f"get {work}/openssh-up.bin {work}/openssh-down.bin")
-        for f in ("openssh-up.bin", "openssh-down.bin"):
-            (work / f).unlink()
-        ours = engine_fanout(sshd, work, size, "sha256")
-        fast = engine_fanout(sshd, work, size, "size")
-        print(f"\n{'transfer':<38} {'s':>7} {'MB/s':>7} {'x OpenSSH':>10}")
-        print(f"{'OpenSSH sftp put (upload)':<38} {up:>7.2f} {mbps(size, up):>7.0f} {1:>10.2f}")
-        print(f"{'OpenSSH sftp get (download)':<38} {down:>7.2f} {mbps(size, down):>7.0f} "
-              f"{1:>10.2f}")  # fmt: skip
-        rows = [("engine pull once (download+sha256)", ours["pull"], down)]
-        for n in ("sub1", "sub2", "sub3"):
-            rows.append((f"engine push {n} (upload only)", fast[n], up))
-        for n in ("sub1", "sub2", "sub3"):
-            rows.append((f"engine push {n} (+ sha256 read back)", ours[n], up))
-        for label, secs, base in rows:
-            print(f"{label:<38} {secs:>7.2f} {mbps(size, secs):>7.0f} {base / secs:>10.2f}")
-        total = ours["pull"] + sum(ours[n] for n in ("sub1", "sub2", "sub3"))
+        print(
+            f"file {size >> 20} MiB on loopback sshd :{sshd.port}, cipher {CIPHER}, "
+            f"{args.repeat} rounds (OpenSSH and the engine take turns in each)"
+        )
+        t: dict[str, list[float]] = {}
+        for _ in range(args.repeat):
+            t.setdefault("up", []).append(
+                sshd.sftp(f"put {work}/provider/big.bin {work}/openssh-up.bin")
+            )
+            t.setdefault("down", []).append(
+                sshd.sftp(f"get {work}/openssh-up.bin {work}/openssh-down.bin")
+            )
+            for f in ("openssh-up.bin", "openssh-down.bin"):
+                (work / f).unlink()
+            for verify in ("sha256", "size"):
+                for step, secs in engine_fanout(sshd, work, size, verify).items():
+                    t.setdefault(f"{verify}:{step}", []).append(secs)
+        up, down = _median(t["up"]), _median(t["down"])
+        print(
+            f"\n{'transfer (median of rounds)':<38} {'s':>7} {'MB/s':>7} {'x OpenSSH':>10}  range s"
+        )
+        rows = [
+            ("OpenSSH sftp put (upload)", t["up"], up),
+            ("OpenSSH sftp get (download)", t["down"], down),
+            ("engine pull once (download+sha256)", t["sha256:pull"], down),
+        ]
+        rows += [(f"engine push {n} (upload only)", t[f"size:{n}"], up) for n in subs]
+        rows += [(f"engine push {n} (+ sha256 read back)", t[f"sha256:{n}"], up) for n in subs]
+        for label, xs, base in rows:
+            secs = _median(xs)
+            print(
+                f"{label:<38} {secs:>7.2f} {mbps(size, secs):>7.0f} {base / secs:>10.2f}  "
+                f"{_spread(xs)}"
+            )
+        total = _median(t["sha256:pull"]) + sum(_median(t[f"sha256:{n}"]) for n in subs)
         print(f"\nfan-out to 3, verified, end to end: {total:.2f} s "
               f"(OpenSSH: 1 get + 3 puts {down + 3 * up:.2f} s, unverified)")  # fmt: skip
-        worst_up = min(up / fast[n] for n in ("sub1", "sub2", "sub3"))
+        worst_up = min(up / _median(t[f"size:{n}"]) for n in subs)
         print(f"targets: each upload >= 0.8x OpenSSH: {worst_up:.2f}x; "
-              f"pull >= 0.6x OpenSSH: {down / ours['pull']:.2f}x; "
+              f"pull >= 0.6x OpenSSH: {down / _median(t['sha256:pull']):.2f}x; "
               f"peak RSS <= 200 MB: {peak_rss_mb():.0f} MB")  # fmt: skip
         if args.knobs:
             knobs(sshd, work, size)

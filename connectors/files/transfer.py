@@ -154,12 +154,7 @@ def upload(
         offset = st.size if st is not None and 0 < st.size <= size else 0
         if offset:
             resumed.append(offset)
-        with open(src, "rb") as fh, t.open_write(tmp, offset) as out:
-            fh.seek(offset)
-            while chunk := fh.read(CHUNK):
-                out.write(chunk)
-                if progress:
-                    progress(len(chunk))
+        t.upload_file(src, tmp, offset, progress)
 
     for attempt in (1, 2):
         session.retry(send)
