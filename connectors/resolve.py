@@ -30,8 +30,9 @@ _CONN_TYPES = {
     "ftp": "ftp",
     "ftps": "ftps",
 }
-# Extras of file connections that name files (never secrets), carried as URL query parameters.
-_FILE_EXTRAS = ("key_file", "known_hosts", "ca_file")
+# Extras of file connections (file names and settings, never secrets), carried as URL query
+# parameters.
+_FILE_EXTRAS = ("key_file", "known_hosts", "ca_file", "client")
 
 
 def _from_airflow(conn_id: str) -> str | None:

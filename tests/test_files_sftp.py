@@ -1,12 +1,15 @@
 """Folder resources over SFTP: pulled once, fanned out to every subscriber exactly once,
 surviving dropped connections, a refused directory, a file still being written and an
-unknown host key. Real SFTP servers on loopback (paramiko's server side, tests/servers)."""
+unknown host key. Real SFTP servers on loopback (paramiko's server side, tests/servers).
+
+Every test runs twice: SFTP carried by OpenSSH's ssh client and by paramiko's own SSH."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +34,15 @@ FOLDER = f"""\
   share: unconditional
   files: {{path: out/reports, recursive: true, mirror: true}}
 """
+
+
+@pytest.fixture(autouse=True, params=["openssh", "paramiko"])
+def ssh_layer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which SSH layer carries SFTP in this test (EXCHANGE_SFTP_CLIENT)."""
+    if request.param == "openssh" and shutil.which("ssh") is None:
+        pytest.fail("OpenSSH's ssh client is not installed (apt-get install openssh-client)")
+    monkeypatch.setenv("EXCHANGE_SFTP_CLIENT", request.param)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -250,7 +262,7 @@ def test_an_unknown_host_key_is_refused_before_anything_is_sent(
 
 
 def test_key_authentication_by_reference_to_a_key_file(
-    tmp_path: Path, servers: tuple[SFTPTestServer, SFTPTestServer]
+    tmp_path: Path, servers: tuple[SFTPTestServer, SFTPTestServer], ssh_layer: str
 ) -> None:
     from connectors.files import open_transport
 
@@ -265,3 +277,54 @@ def test_key_authentication_by_reference_to_a_key_file(
     )
     with open_transport("market", "sftp", url) as t:
         assert t.read_text("k.txt") == "by key"
+        assert getattr(t, "client", None) == ssh_layer
+
+
+def test_a_large_file_reads_in_order_across_windows_from_any_offset(
+    tmp_path: Path, servers: tuple[SFTPTestServer, SFTPTestServer]
+) -> None:
+    from connectors.files import open_transport
+
+    provider, _ = servers
+    data = write(provider.root, "big.bin", os.urandom(5_000_000))
+    url = provider.url("", known_hosts=tmp_path / "known_hosts")
+    # Small windows and requests: many window turns between the two handles.
+    with open_transport("market", "sftp", url, read_window=300_000, request_size=40_000) as t:
+        for offset in (0, 1, 299_999, 1_234_567, 4_999_999):
+            with t.open_read("big.bin", offset) as fh:
+                got = b"".join(iter(lambda: fh.read(65_536), b""))
+            assert got == data[offset:], offset
+        with t.open_read("big.bin", 0) as fh:  # closing half-way leaves nothing behind
+            assert fh.read(10) == data[:10]
+        assert t.read_text("big.bin", 5) == data[:5].decode("utf-8", errors="replace")
+
+
+def test_a_wrong_password_is_refused_and_never_shown(
+    tmp_path: Path, servers: tuple[SFTPTestServer, SFTPTestServer]
+) -> None:
+    from connectors.files import AccessDenied, open_transport
+
+    provider, _ = servers
+    url = provider.url("", known_hosts=tmp_path / "known_hosts").replace(
+        provider.password, "not-the-pw-4711"
+    )
+    with pytest.raises(AccessDenied) as err:
+        open_transport("market", "sftp", url)
+    assert "authentication failed for user 'exchange'" in str(err.value)
+    assert "4711" not in str(err.value)
+
+
+def test_the_password_is_not_on_the_ssh_command_line(
+    tmp_path: Path, servers: tuple[SFTPTestServer, SFTPTestServer], ssh_layer: str
+) -> None:
+    from connectors.files import open_transport
+    from connectors.files.sftp import SFTPTransport
+
+    if ssh_layer != "openssh":
+        pytest.skip("only the openssh layer starts a process")
+    provider, _ = servers
+    with open_transport("market", "sftp", provider.url("", tmp_path / "known_hosts")) as t:
+        assert isinstance(t, SFTPTransport) and t._ssh is not None
+        cmdline = Path(f"/proc/{t._ssh.proc.pid}/cmdline").read_bytes()
+        assert b"ssh" in cmdline and provider.password.encode() not in cmdline
+        assert t.stat("nothing-here") is None  # the session works

@@ -5,6 +5,7 @@ transport:
 
     file:///srv/exchange/market                     (local)
     sftp://user:pw@host:22/base/dir?known_hosts=/etc/exchange/known_hosts&key_file=/etc/k
+    sftp://user@host/base/dir?key_file=/etc/k&client=paramiko  (SSH layer: auto|openssh|paramiko)
     ftp://user:pw@host:21/base/dir
     ftps://user:pw@host:990/base/dir?ca_file=/etc/exchange/ca.pem
 
@@ -13,6 +14,7 @@ The URL may hold a password: never log it (see ``connectors.secrets.redact``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -29,6 +31,8 @@ from connectors.files.base import (
 )
 from exchange.errors import BadInput
 
+#: Which SSH layer carries SFTP where a node's URL has no ``?client=``: auto|openssh|paramiko.
+SFTP_CLIENT_ENV = "EXCHANGE_SFTP_CLIENT"
 FILE_KINDS: frozenset[str] = frozenset({"sftp", "ftp", "ftps", "local"})
 _SCHEMES = {"sftp": {"sftp", "ssh"}, "ftp": {"ftp"}, "ftps": {"ftps"}, "local": {"file"}}
 
@@ -78,6 +82,7 @@ def open_transport(
             base=base,
             known_hosts=query.get("known_hosts") or known_hosts or "~/.ssh/known_hosts",
             key_file=query.get("key_file"),
+            client=query.get("client") or os.environ.get(SFTP_CLIENT_ENV) or "auto",
             **tuning,  # type: ignore[arg-type]
         )
         return SFTPTransport(node, opts)

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import posixpath
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 
 from exchange.errors import BadInput, ConnectionFailed, ExchangeError
@@ -109,20 +108,6 @@ class FileTransport(ABC):
     @abstractmethod
     def open_write(self, path: str, offset: int = 0) -> BinaryIO:
         """A stream that writes the file from ``offset`` (0 truncates; >0 keeps the prefix)."""
-
-    def upload_file(
-        self, src: Path, path: str, offset: int = 0, progress: Callable[[int], None] | None = None
-    ) -> None:
-        """Write the local file ``src`` from ``offset`` on to ``path`` (the prefix is kept).
-
-        Transports with a faster way than ``open_write`` chunk by chunk override this.
-        """
-        with open(src, "rb") as fh, self.open_write(path, offset) as out:
-            fh.seek(offset)
-            while chunk := fh.read(CHUNK):
-                out.write(chunk)
-                if progress:
-                    progress(len(chunk))
 
     @abstractmethod
     def rename(self, src: str, dst: str) -> None:

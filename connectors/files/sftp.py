@@ -1,38 +1,32 @@
-"""SFTP through asyncssh, with the server's host key checked against the platform's known_hosts.
+"""SFTP: paramiko's SFTP client, carried by OpenSSH's ``ssh`` or by paramiko's own SSH layer.
 
-A host key that is not in the known_hosts file (or differs from it) is refused before any
-credential is sent; keys are never added automatically. The account authenticates with a key
-file (by path: the path is not a secret) or a password; either comes from the node's
-connection reference, never from the catalog. Nothing of the user's own SSH set-up (agent,
-~/.ssh/config, default keys) is used: a node's URL says everything.
+The server's host key is checked against the platform's known_hosts: a key that is not there
+(or differs) is refused before any credential is sent; keys are never added automatically.
+The account authenticates with a key file (by path: the path is not a secret) or a password;
+either comes from the node's connection reference, never from the catalog.
 
-Why asyncssh and not paramiko (the stack's first choice): on the benchmark
-(``bench/sftp_fanout.py``) paramiko's download reached 0.34-0.55x OpenSSH's ``sftp`` and
-asyncssh's 0.8-1.0x, with the same cipher and the same request sizes; uploads were alike.
+Which SSH layer (``?client=`` in the node's URL, default ``auto``): ``openssh`` runs OpenSSH's
+``ssh -s … sftp`` and speaks SFTP over its pipes (C does the ciphers and packets in its own
+process: about twice as fast, see connectors/files/openssh.py); ``paramiko`` does it all in
+this process. ``auto`` takes OpenSSH's client where one is installed.
 
-The connection lives on an event loop in a thread of its own; the transport's methods are
-ordinary blocking calls. Downloads keep up to ``max_requests`` reads in flight and hand the
-bytes over in file order through a bounded buffer; uploads keep a bounded number of write
-requests in flight. Memory stays bounded whatever the file size.
+Downloads keep two windows of reads in flight on two handles of the file (one is read while
+the other fills), so memory stays bounded whatever the file size; uploads pipeline writes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import math
-import queue
+import errno
+import socket
 import stat as stat_mode
-import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, cast
 
-import asyncssh
+import paramiko
 
 from connectors.files.base import (
-    CHUNK,
     AccessDenied,
     ConnectionLost,
     FileInfo,
@@ -42,8 +36,9 @@ from connectors.files.base import (
     TransferError,
     clean_path,
 )
+from connectors.files.openssh import SSHProcess, classify, ssh_binary, ssh_command
+from exchange.errors import BadInput
 
-T = TypeVar("T")
 PREFERRED_CIPHERS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
@@ -51,18 +46,7 @@ PREFERRED_CIPHERS = (
     "aes128-ctr",
     "aes256-ctr",
 )
-#: What SFTP servers must accept (draft-ietf-secsh-filexfer: 32768 bytes of data), used
-#: when a server does not announce its limits (OpenSSH announces 255 KiB).
-SAFE_REQUEST = 32 << 10
-
-_LOST = (
-    asyncssh.sftp.SFTPConnectionLost,
-    asyncssh.ConnectionLost,
-    asyncssh.DisconnectError,
-    ConnectionError,
-    EOFError,
-    TimeoutError,
-)
+CLIENTS = ("auto", "openssh", "paramiko")
 
 
 @dataclass(frozen=True)
@@ -77,12 +61,13 @@ class SFTPOptions:
     known_hosts: str = "~/.ssh/known_hosts"
     key_file: str | None = None
     timeout: float = 30.0
+    client: str = "auto"  # auto | openssh | paramiko: which SSH layer carries SFTP
     cipher: str | None = PREFERRED_CIPHERS[0]
-    request_size: int = 255 * 1024  # OpenSSH's sftp-server caps a read or write at 255 KiB
-    max_requests: int = 16  # requests in flight per transfer (x request_size of memory)
-    window_size: int = 8 << 20  # SSH channel window we grant the server (downloads)
-    max_packet_size: int = 256 << 10  # largest SSH packet we accept (fewer, larger packets)
-    keepalive: float = 15.0  # seconds between keep-alives; 4 unanswered = connection lost
+    request_size: int = 252 * 1024  # OpenSSH's sftp-server caps a read at 256 KiB - 1 KiB
+    read_window: int = 8 << 20  # bytes requested ahead per window; two windows in flight
+    max_requests: int = 32  # reads in flight per window
+    window_size: int = 4 << 20  # paramiko's SSH layer only
+    max_packet_size: int = 32 << 10  # paramiko's SSH layer only
 
 
 def _host_entry(host: str, port: int) -> str:
@@ -90,280 +75,232 @@ def _host_entry(host: str, port: int) -> str:
 
 
 class SFTPTransport(FileTransport):
-    """One SSH connection with one SFTP session to a node, on its own event-loop thread."""
+    """One SFTP session to a node, over ``ssh`` or paramiko's SSH (see the module docstring)."""
 
     def __init__(self, node: str, opts: SFTPOptions):
         super().__init__(node)
+        if opts.client not in CLIENTS:
+            raise BadInput(
+                f"node {node!r}: client {opts.client!r} is not one of {', '.join(CLIENTS)}"
+            )
         self.opts = opts
         self.base = "/" + clean_path(opts.base) if clean_path(opts.base) else "/"
         self.where = f"node {node!r} ({_host_entry(opts.host, opts.port)})"
-        self._conn: asyncssh.SSHClientConnection | None = None
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name=f"sftp-{node}", daemon=True
-        )
-        self._thread.start()
+        self._transport: paramiko.Transport | None = None
+        self._ssh: SSHProcess | None = None
+        ssh = ssh_binary() if opts.client != "paramiko" else None
+        if opts.client == "openssh" and ssh is None:
+            raise BadInput(f"{self.where}: client=openssh but no ssh client is installed")
         try:
-            self.sftp: asyncssh.SFTPClient = self.run(self._connect(), where=".")
+            known = self._known_keys()
+            if ssh is not None:
+                self._connect_openssh(ssh)
+            else:
+                self._connect_paramiko(known)
         except BaseException:
             self.close()
             raise
-        limits = self.sftp.limits
-        self.read_len = min(opts.request_size, limits.max_read_len or SAFE_REQUEST)
-        self.write_len = min(opts.request_size, limits.max_write_len or SAFE_REQUEST)
-        if not limits.max_read_len or limits.max_read_len <= 16 << 10:  # no limits@openssh.com
-            self.read_len = self.write_len = min(opts.request_size, SAFE_REQUEST)
 
-    # -- the loop ------------------------------------------------------------------------
-    def run(self, coro: Coroutine[Any, Any, T], where: str, timeout: float = -1.0) -> T:
-        """Run ``coro`` on the connection's loop and wait for it; errors become ours.
+    @property
+    def client(self) -> str:
+        """The SSH layer in use: openssh or paramiko."""
+        return "openssh" if self._ssh is not None else "paramiko"
 
-        ``timeout``: seconds to wait (default: the node's timeout; ``math.inf``: as long as
-        the coroutine runs, for transfers that enforce their own per-request timeout).
-        """
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        wait = self.opts.timeout if timeout < 0 else None if math.isinf(timeout) else timeout
-        try:
-            return fut.result(wait)
-        except TimeoutError:
-            fut.cancel()
-            raise ConnectionLost(
-                f"{self.where} path {where!r}: no answer in {self.opts.timeout:g} s"
-            ) from None
-        except (asyncssh.Error, OSError, EOFError) as exc:
-            raise self._error(exc, where) from None
-
-    # -- connection -----------------------------------------------------------------------
-    def _known_hosts(self) -> asyncssh.SSHKnownHosts:
+    # -- connection -----------------------------------------------------------------
+    def _known_keys(self) -> dict[str, paramiko.PKey]:
+        """The node's keys in known_hosts; none there is refused before connecting."""
         o = self.opts
         path = Path(o.known_hosts).expanduser()
+        keys = paramiko.HostKeys()
         try:
-            known = asyncssh.read_known_hosts(str(path))
+            keys.load(str(path))
         except FileNotFoundError:
             raise HostKeyRejected(
                 f"node {self.node!r}: known_hosts file {str(path)!r} does not exist; the "
                 "platform must provide the server's host key there (it is never added "
                 "automatically)"
             ) from None
-        except (OSError, ValueError, asyncssh.KeyImportError) as exc:
-            raise HostKeyRejected(
-                f"{self.where}: cannot read known_hosts {o.known_hosts!r}: {exc}"
-            ) from None
-        trusted = known.match(o.host, "", o.port)[0]
-        if not trusted:
+        found = keys.lookup(_host_entry(o.host, o.port))
+        if not found:
             raise HostKeyRejected(
                 f"{self.where}: host key is unknown: no entry for {_host_entry(o.host, o.port)} "
                 f"in known_hosts {o.known_hosts!r}; refusing to connect (keys are never added "
                 "automatically: check the fingerprint with the server's administrator, then "
                 "add it with ssh-keyscan)"
             )
-        return known
+        return dict(found)
 
-    async def _connect(self) -> asyncssh.SFTPClient:
+    def _ciphers(self, available: tuple[str, ...] = PREFERRED_CIPHERS) -> tuple[str, ...]:
+        c = self.opts.cipher
+        rest = tuple(x for x in available if x != c)
+        return (c, *rest) if c and c in available else rest
+
+    def _connect_openssh(self, ssh: str) -> None:
         o = self.opts
-        known = self._known_hosts()
-        ciphers = [c for c in PREFERRED_CIPHERS if c != o.cipher]
-        auth: dict[str, Any] = {"client_keys": None, "password": None}
-        if o.key_file:
-            try:
-                key = asyncssh.read_private_key(Path(o.key_file).expanduser(), o.password)
-            except (OSError, ValueError, asyncssh.KeyImportError) as exc:
-                raise AccessDenied(
-                    f"{self.where}: cannot read key file {o.key_file!r}: {exc}"
-                ) from None
-            auth = {"client_keys": [key], "password": None}
-        else:
-            auth = {"client_keys": None, "password": o.password or ""}
+        argv = ssh_command(
+            ssh,
+            host=o.host,
+            port=o.port,
+            username=o.username,
+            known_hosts=str(Path(o.known_hosts).expanduser()),
+            key_file=str(Path(o.key_file).expanduser()) if o.key_file else None,
+            ciphers=self._ciphers(),
+            timeout=o.timeout,
+        )
+        secret = o.password if (o.password or not o.key_file) else None
+        self._ssh = SSHProcess(argv, None if secret is None else secret or "")
+        self._ssh.settimeout(o.timeout)
         try:
-            self._conn = await asyncssh.connect(
-                o.host,
-                o.port,
-                username=o.username,
-                known_hosts=known,
-                config=None,
-                agent_path=None,
-                x509_trusted_certs=None,
-                gss_host=None,
-                kbdint_auth=False,
-                host_based_auth=False,
-                encryption_algs=[o.cipher, *ciphers] if o.cipher else ciphers,
-                window=o.window_size,
-                max_pktsize=o.max_packet_size,
-                connect_timeout=o.timeout,
-                login_timeout=o.timeout,
-                keepalive_interval=o.keepalive,
-                keepalive_count_max=4,
-                **auth,
-            )
-        except asyncssh.HostKeyNotVerifiable:
-            raise HostKeyRejected(
-                f"{self.where}: host key {await self._fingerprint()} does not match known_hosts "
-                f"{o.known_hosts!r}; refusing to connect"
-            ) from None
-        except asyncssh.PermissionDenied:
-            raise AccessDenied(
-                f"{self.where}: authentication failed for user {o.username!r}"
-            ) from None
-        except (TimeoutError, OSError, asyncssh.Error) as exc:
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-            raise ConnectionLost(f"{self.where}: cannot connect: {reason}") from None
-        return await self._conn.start_sftp_client()
+            self.sftp = paramiko.SFTPClient(self._ssh)
+        except (paramiko.SSHException, EOFError, OSError):
+            raise self._ssh_failed() from None
 
-    async def _fingerprint(self) -> str:
-        """The key the server shows (a second handshake, sends no credential), for the message."""
-        try:
-            key = await asyncio.wait_for(
-                asyncssh.get_server_host_key(self.opts.host, self.opts.port, config=None),
-                self.opts.timeout,
+    def _ssh_failed(self) -> Exception:
+        """The error for an ssh that stopped before SFTP started, from what it printed."""
+        assert self._ssh is not None
+        self._ssh.close()
+        text = self._ssh.errors
+        kind, detail = classify(text)
+        o = self.opts
+        if kind == "hostkey":
+            shown = f" {detail}" if detail else ""
+            return HostKeyRejected(
+                f"{self.where}: host key{shown} does not match known_hosts {o.known_hosts!r}; "
+                "refusing to connect"
             )
-        except (TimeoutError, OSError, asyncssh.Error):
-            return "(unreadable)"
-        if key is None:
-            return "(none)"
-        return f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
+        if kind == "auth":
+            return AccessDenied(f"{self.where}: authentication failed for user {o.username!r}")
+        last = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        reason = last[-1] if last else f"ssh exited with status {self._ssh.proc.returncode}"
+        return ConnectionLost(f"{self.where}: cannot connect: {reason}")
+
+    def _connect_paramiko(self, known: dict[str, paramiko.PKey]) -> None:
+        o = self.opts
+        where = self.where
+        try:
+            sock = socket.create_connection((o.host, o.port), timeout=o.timeout)
+        except OSError as exc:
+            raise ConnectionLost(f"{where}: cannot connect: {exc.strerror or exc}") from None
+        t = paramiko.Transport(
+            sock, default_window_size=o.window_size, default_max_packet_size=o.max_packet_size
+        )
+        self._transport = t
+        sec = t.get_security_options()
+        # Only ask for host key types we hold, so the server shows the key we can check.
+        sec.key_types = [k for k in sec.key_types if k in known] or list(sec.key_types)
+        sec.ciphers = self._ciphers(tuple(sec.ciphers))
+        try:
+            t.start_client(timeout=o.timeout)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise ConnectionLost(f"{where}: SSH handshake failed: {exc}") from None
+        key = t.get_remote_server_key()
+        expected = known.get(key.get_name())
+        if expected is None or expected != key:
+            raise HostKeyRejected(
+                f"{where}: host key {key.get_name()} SHA256:{key.fingerprint.split(':', 1)[-1]} "
+                f"does not match known_hosts {o.known_hosts!r}; refusing to connect"
+            )
+        try:
+            if o.key_file:
+                pkey = paramiko.PKey.from_path(Path(o.key_file).expanduser(), o.password)
+                t.auth_publickey(o.username, pkey)
+            else:
+                t.auth_password(o.username, o.password or "")
+        except paramiko.AuthenticationException:
+            raise AccessDenied(f"{where}: authentication failed for user {o.username!r}") from None
+        except (paramiko.SSHException, OSError) as exc:
+            raise ConnectionLost(f"{where}: authentication did not complete: {exc}") from None
+        sftp = paramiko.SFTPClient.from_transport(
+            t, window_size=o.window_size, max_packet_size=o.max_packet_size
+        )
+        assert sftp is not None
+        self.sftp = sftp
+        self.sftp.get_channel().settimeout(o.timeout)
+
+    def _alive(self) -> bool:
+        if self._ssh is not None:
+            return self._ssh.proc.poll() is None
+        return self._transport is not None and self._transport.is_active()
 
     def _abs(self, path: str) -> str:
         rel = clean_path(path)
         return (self.base.rstrip("/") + "/" + rel) if rel else self.base
 
     def _error(self, exc: BaseException, path: str) -> Exception:
-        if isinstance(exc, TransferError | ConnectionLost):
-            return exc
         where = f"node {self.node!r} path {clean_path(path) or '.'!r}"
-        if isinstance(exc, asyncssh.SFTPPermissionDenied | PermissionError):
+        if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == errno.EACCES:
             return AccessDenied(f"{where}: permission denied")
-        if isinstance(exc, asyncssh.SFTPNoSuchFile | FileNotFoundError):
+        if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT:
             return FileMissing(f"{where}: no such file or directory")
-        if isinstance(exc, _LOST) or self._conn is None or self._conn.is_closed():
-            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-            return ConnectionLost(f"{where}: connection lost: {reason}")
-        return TransferError(f"{where}: {getattr(exc, 'reason', None) or exc}")
+        if isinstance(exc, paramiko.SSHException | EOFError | socket.timeout | ConnectionError):
+            return ConnectionLost(f"{where}: connection lost: {exc or type(exc).__name__}")
+        if isinstance(exc, OSError) and "closed" in str(exc).lower():
+            return ConnectionLost(f"{where}: connection lost: {exc}")
+        if not self._alive():
+            return ConnectionLost(f"{where}: connection lost: {exc or type(exc).__name__}")
+        return TransferError(f"{where}: {exc}")
 
-    # -- operations ------------------------------------------------------------------------
+    # -- operations --------------------------------------------------------------------
     def stat(self, path: str) -> FileInfo | None:
         try:
-            st = self.run(self.sftp.stat(self._abs(path)), path)
-        except FileMissing:
+            st = self.sftp.stat(self._abs(path))
+        except FileNotFoundError:
             return None
-        if not stat_mode.S_ISREG(st.permissions or 0):
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(exc, path) from None
+        if not stat_mode.S_ISREG(st.st_mode or 0):
             return None
-        return FileInfo(clean_path(path), st.size or 0, float(st.mtime or 0))
+        return FileInfo(clean_path(path), st.st_size or 0, float(st.st_mtime or 0))
 
     def list_dir(self, path: str) -> Iterator[tuple[FileInfo, bool]]:
         rel = clean_path(path)
-        entries = self.run(self.sftp.readdir(self._abs(rel)), path)
-        for e in entries:
-            name = cast(str, e.filename)
-            if name in (".", ".."):
-                continue
-            a = e.attrs
-            child = f"{rel}/{name}" if rel else name
-            info = FileInfo(child, a.size or 0, float(a.mtime or 0))
-            if stat_mode.S_ISDIR(a.permissions or 0):
+        try:
+            entries = self.sftp.listdir_attr(self._abs(rel))
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(exc, path) from None
+        for a in entries:
+            child = f"{rel}/{a.filename}" if rel else a.filename
+            info = FileInfo(child, a.st_size or 0, float(a.st_mtime or 0))
+            if stat_mode.S_ISDIR(a.st_mode or 0):
                 yield info, True
-            elif stat_mode.S_ISREG(a.permissions or 0):
+            elif stat_mode.S_ISREG(a.st_mode or 0):
                 yield info, False
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
-        async def start() -> tuple[asyncssh.SFTPClientFile, int]:
-            fh = await self.sftp.open(
-                self._abs(path), "rb", block_size=self.read_len, max_requests=self.opts.max_requests
-            )
-            try:
-                size = (await fh.stat()).size or 0
-            except BaseException:
-                await fh.close()
-                raise
-            return fh, size
-
-        fh, size = self.run(start(), path)
-        return cast(BinaryIO, _Reader(self, fh, path, offset, size))
+        try:
+            handles = (self.sftp.open(self._abs(path), "rb"), self.sftp.open(self._abs(path), "rb"))
+            size = handles[0].stat().st_size or 0
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(exc, path) from None
+        return cast(BinaryIO, _Guard(_Reader(handles, offset, size, self.opts), self, path))
 
     def open_write(self, path: str, offset: int = 0) -> BinaryIO:
-        async def start() -> asyncssh.SFTPClientFile:
-            fh = await self.sftp.open(self._abs(path), "r+b" if offset else "wb")
-            if offset:
-                try:
-                    await fh.truncate(offset)
-                except BaseException:
-                    await fh.close()
-                    raise
-            return fh
-
-        return cast(BinaryIO, _Writer(self, self.run(start(), path), path, offset))
-
-    def upload_file(
-        self, src: Path, path: str, offset: int = 0, progress: Callable[[int], None] | None = None
-    ) -> None:
-        self.run(self._upload(src, path, offset, progress), path, timeout=math.inf)
-
-    async def _upload(
-        self, src: Path, path: str, offset: int, progress: Callable[[int], None] | None
-    ) -> None:
-        """Up to ``max_requests`` writes in flight, sent in file order from the loop itself.
-
-        The server applies requests in the order they arrive, so after a dropped connection
-        the remote file holds a prefix of what was sent and the upload goes on from its size.
-        Reading the local file here (not in the caller's thread) keeps each block from being
-        handed between threads.
-        """
-        fh = await self.sftp.open(self._abs(path), "r+b" if offset else "wb")
-        slots = asyncio.Semaphore(self.opts.max_requests)
-        sent: set[asyncio.Task[int]] = set()
-        failed: list[BaseException] = []
-
-        def done(task: asyncio.Task[int]) -> None:
-            sent.discard(task)
-            slots.release()
-            if not task.cancelled() and task.exception() is not None:
-                failed.append(cast(BaseException, task.exception()))
-
         try:
+            fh = self.sftp.open(self._abs(path), "r+b" if offset else "wb")
+            fh.MAX_REQUEST_SIZE = self.opts.request_size
+            fh.set_pipelined(True)
             if offset:
-                await fh.truncate(offset)
-            with open(src, "rb") as local:
-                local.seek(offset)
-                pos = offset
-                while not failed and (block := local.read(self.write_len)):
-                    await asyncio.wait_for(slots.acquire(), self.opts.timeout)
-                    task = asyncio.ensure_future(fh.write(block, pos))
-                    sent.add(task)
-                    task.add_done_callback(done)
-                    pos += len(block)
-                    if progress:
-                        progress(len(block))
-            if sent:
-                await asyncio.wait(set(sent))
-            if failed:
-                raise failed[0]
-        except BaseException:
-            for task in sent:
-                task.cancel()
-            with contextlib.suppress(asyncssh.Error, OSError):
-                await fh.close()
-            raise
-        await fh.close()
+                fh.truncate(offset)
+                fh.seek(offset)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(exc, path) from None
+        return cast(BinaryIO, _Guard(fh, self, path))
 
     def rename(self, src: str, dst: str) -> None:
-        # posix-rename@openssh.com replaces the target atomically; plain SFTP (v3) rename
-        # refuses an existing target, so without the extension the old file goes first
-        # (readers may miss the file for a moment, but never see half of one).
-        if self.atomic_replace:
-            try:
-                self.run(self.sftp.posix_rename(self._abs(src), self._abs(dst)), dst)
-                return
-            except TransferError as exc:
-                if "not supported" not in str(exc):
-                    raise
-                self.atomic_replace = False
-        self.remove(dst)
-        self.run(self.sftp.rename(self._abs(src), self._abs(dst)), dst)
+        try:
+            # posix-rename@openssh.com replaces the target atomically; plain SFTP rename
+            # refuses an existing target.
+            self.sftp.posix_rename(self._abs(src), self._abs(dst))
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(exc, dst) from None
 
     def remove(self, path: str) -> None:
         try:
-            self.run(self.sftp.remove(self._abs(path)), path)
-        except FileMissing:
+            self.sftp.remove(self._abs(path))
+        except FileNotFoundError:
             pass
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self._error(exc, path) from None
 
     def makedirs(self, path: str) -> None:
         done = ""
@@ -372,136 +309,102 @@ class SFTPTransport(FileTransport):
                 continue
             done = f"{done}/{part}" if done else part
             try:
-                attrs = self.run(self.sftp.stat(self._abs(done)), done)
-                if stat_mode.S_ISDIR(attrs.permissions or 0):
+                st = self.sftp.stat(self._abs(done))
+                if stat_mode.S_ISDIR(st.st_mode or 0):
                     continue
-            except FileMissing:
+            except FileNotFoundError:
                 pass
-            self.run(self.sftp.mkdir(self._abs(done)), done)
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                raise self._error(exc, done) from None
+            try:
+                self.sftp.mkdir(self._abs(done))
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                raise self._error(exc, done) from None
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if self.loop.is_closed():
-            return
-        if conn is not None and self._thread.is_alive():
-
-            async def shut() -> None:
-                conn.close()
-                await conn.wait_closed()
-
-            try:
-                asyncio.run_coroutine_threadsafe(shut(), self.loop).result(5)
-            except Exception:  # noqa: S110  # the connection is gone either way
-                pass
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5)
-        if not self._thread.is_alive():
-            self.loop.close()
+        if self._ssh is not None:
+            self._ssh.close()
+            self._ssh = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
 
 
 class _Reader:
-    """The bytes of a remote file in order, while up to ``max_requests`` reads are in flight.
+    """The file in order while the next window is already on its way.
 
-    A task on the connection's loop reads blocks in parallel, puts them back in file order
-    and hands them to the caller through a queue; a semaphore keeps at most ``max_requests``
-    blocks waiting there, so memory is bounded when the caller is slower than the network.
+    Two handles take turns: while one window of ``read_window`` bytes is read from one, the
+    next window is prefetched on the other (paramiko's prefetch keeps ``max_requests`` reads
+    in flight). At most two windows are ever requested ahead, whatever the file size.
     """
 
-    _EOF = object()
-
     def __init__(
-        self, t: SFTPTransport, fh: asyncssh.SFTPClientFile, path: str, offset: int, size: int
-    ):
-        self.t, self.fh, self.path = t, fh, path
-        self.ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.buf = memoryview(b"")
-        self.closed = False
-        slots = asyncio.Semaphore(t.opts.max_requests)
-        self.slots = slots
-        self.task = asyncio.run_coroutine_threadsafe(self._fetch(offset, size), t.loop)
+        self, handles: tuple[paramiko.SFTPFile, paramiko.SFTPFile], offset: int, size: int,
+        opts: SFTPOptions,
+    ):  # fmt: skip
+        self.handles, self.size, self.opts = handles, size, opts
+        for fh in handles:
+            fh.MAX_REQUEST_SIZE = opts.request_size
+        self.pos = offset
+        self.turn = 0
+        self.ends = [self._request(0, offset), 0]
+        self.ends[1] = self._request(1, self.ends[0])
 
-    async def _fetch(self, offset: int, size: int) -> None:
-        try:
-            pending: dict[int, bytes] = {}
-            pos = offset
-            if size > offset:
-                async for at, data in await self.fh.read_parallel(size - offset, offset):
-                    pending[at] = data
-                    while pos in pending:
-                        block = pending.pop(pos)
-                        pos += len(block)
-                        await self.slots.acquire()
-                        self.ready.put(block)
-            self.ready.put(self._EOF)
-        except BaseException as exc:  # handed to the reader, raised there
-            self.ready.put(exc)
-            if not isinstance(exc, Exception):
-                raise
-
-    def _next(self) -> bytes | None:
-        try:
-            item = self.ready.get(timeout=self.t.opts.timeout)
-        except queue.Empty:
-            raise ConnectionLost(
-                f"{self.t.where} path {self.path!r}: no data in {self.t.opts.timeout:g} s"
-            ) from None
-        if item is self._EOF:
-            self.ready.put(item)  # every later read is at the end too
-            return None
-        if isinstance(item, BaseException):
-            self.ready.put(item)
-            raise self.t._error(item, self.path)
-        self.t.loop.call_soon_threadsafe(self.slots.release)
-        return cast(bytes, item)
+    def _request(self, which: int, start: int) -> int:
+        """Prefetch ``[start, start + read_window)`` on handle ``which``; return its end."""
+        end = min(self.size, start + self.opts.read_window)
+        if end > start:
+            fh = self.handles[which]
+            fh.seek(start)
+            fh.prefetch(end, self.opts.max_requests)
+        return end
 
     def read(self, n: int = -1) -> bytes:
-        if not self.buf:
-            block = self._next()
-            if block is None:
-                return b""
-            if n < 0 or n >= len(block):
-                return block
-            self.buf = memoryview(block)
-        take = len(self.buf) if n < 0 else min(n, len(self.buf))
-        out, self.buf = bytes(self.buf[:take]), self.buf[take:]
-        return out
+        if self.pos >= self.size:
+            return b""
+        end = self.ends[self.turn]
+        if self.pos >= end:  # this window is read: the other is in flight, refill this one
+            self.ends[self.turn] = self._request(self.turn, max(self.ends))
+            self.turn ^= 1
+            end = self.ends[self.turn]
+        want = self.opts.request_size if n < 0 else n
+        data = cast(bytes, self.handles[self.turn].read(min(want, end - self.pos)))
+        if not data:
+            raise EOFError(f"the file ended at {self.pos} of {self.size} bytes")
+        self.pos += len(data)
+        return data
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.task.cancel()
+        for fh in self.handles:
+            fh.close()
+
+
+class _Guard:
+    """A stream whose errors are the transport's errors (permission, lost connection, ...)."""
+
+    def __init__(self, inner: Any, transport: SFTPTransport, path: str):
+        self.inner, self.transport, self.path = inner, transport, path
+
+    def read(self, n: int = -1) -> bytes:
         try:
-            self.t.run(self.fh.close(), self.path, timeout=5)
-        except (TransferError, ConnectionLost):
-            pass  # the read itself succeeded or has already raised
-
-    def __enter__(self) -> _Reader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _Writer:
-    """A plain write stream (each write waits for the server); bulk uploads use upload_file."""
-
-    def __init__(self, t: SFTPTransport, fh: asyncssh.SFTPClientFile, path: str, offset: int):
-        self.t, self.fh, self.path, self.pos = t, fh, path, offset
-        self.closed = False
+            return cast(bytes, self.inner.read(n))
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self.transport._error(exc, self.path) from None
 
     def write(self, data: bytes) -> int:
-        self.t.run(self.fh.write(data, self.pos), self.path)
-        self.pos += len(data)
+        try:
+            self.inner.write(data)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self.transport._error(exc, self.path) from None
         return len(data)
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.t.run(self.fh.close(), self.path)
+        try:
+            self.inner.close()  # a pipelined write reports its errors here
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise self.transport._error(exc, self.path) from None
 
-    def __enter__(self) -> _Writer:
+    def __enter__(self) -> _Guard:
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
@@ -509,9 +412,6 @@ class _Writer:
             self.close()
             return
         try:  # already failing: keep the first error, not the one closing adds
-            self.close()
-        except (TransferError, ConnectionLost):
+            self.inner.close()
+        except Exception:  # noqa: S110
             pass
-
-
-__all__ = ["CHUNK", "SFTPOptions", "SFTPTransport"]

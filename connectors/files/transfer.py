@@ -8,11 +8,13 @@ over. Memory is a few ``CHUNK``s whatever the file size.
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from connectors.files.base import CHUNK, ConnectionLost, FileMissing, FileTransport, TransferError
 
@@ -68,6 +70,51 @@ class Session:
         self.close()
 
 
+class Digesting:
+    """Writes and hashes chunks on a thread of its own while the caller reads the next ones.
+
+    Hashing and writing in the reading thread stops the reading: with SFTP nobody then takes
+    the replies off the connection and the requests in flight run dry (measured: a 1 GiB pull
+    took 4.5 s that way against 2.0 s to only read it). hashlib and file writes release the
+    GIL, so the two threads really overlap. At most ``depth`` chunks wait in between.
+    """
+
+    def __init__(self, out: BinaryIO | None, *hashes: Any, depth: int = 8):
+        self.out = out
+        self.hashes = [h for h in hashes if h is not None]
+        self.queue: queue.Queue[bytes | None] = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="digest", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep taking chunks so that the reader never blocks for good
+            try:
+                if self.out is not None:
+                    self.out.write(chunk)
+                for h in self.hashes:
+                    h.update(chunk)
+            except BaseException as exc:  # raised in the caller's thread
+                self.error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(chunk)
+
+    def __enter__(self) -> Digesting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Write and hash everything received (even when failing), then report a write error."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
 @dataclass(frozen=True)
 class Copied:
     """What a copy moved: final size, sha256 (and md5 when asked), how often it resumed."""
@@ -107,14 +154,13 @@ def download(
         with t.open_read(src, offset) as fh, open(dst, "r+b" if offset else "wb") as out:
             out.seek(offset)
             out.truncate()
-            while chunk := fh.read(CHUNK):
-                out.write(chunk)
-                sha.update(chunk)
-                if m5 is not None:
-                    m5.update(chunk)
-                offset += len(chunk)
-                if progress:
-                    progress(len(chunk))
+            # Whatever was received is written and hashed before a retry reads ``offset``.
+            with Digesting(out, sha, m5) as sink:
+                while chunk := fh.read(CHUNK):
+                    sink.put(chunk)
+                    offset += len(chunk)
+                    if progress:
+                        progress(len(chunk))
 
     session.retry(step)
     return Copied(offset, sha.hexdigest(), m5.hexdigest() if m5 else None, tuple(resumed))
@@ -126,9 +172,9 @@ def remote_sha256(t: FileTransport, path: str) -> str:
     if server is not None:
         return server
     sha = hashlib.sha256()
-    with t.open_read(path) as fh:
+    with t.open_read(path) as fh, Digesting(None, sha) as sink:
         while chunk := fh.read(CHUNK):
-            sha.update(chunk)
+            sink.put(chunk)
     return sha.hexdigest()
 
 
@@ -154,7 +200,12 @@ def upload(
         offset = st.size if st is not None and 0 < st.size <= size else 0
         if offset:
             resumed.append(offset)
-        t.upload_file(src, tmp, offset, progress)
+        with open(src, "rb") as fh, t.open_write(tmp, offset) as out:
+            fh.seek(offset)
+            while chunk := fh.read(CHUNK):
+                out.write(chunk)
+                if progress:
+                    progress(len(chunk))
 
     for attempt in (1, 2):
         session.retry(send)

@@ -20,21 +20,13 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import threading
 from pathlib import Path
 from typing import Any
 
 import paramiko
 from paramiko import SFTPAttributes, SFTPHandle, SFTPServer, SFTPServerInterface
-from paramiko.sftp import (
-    CMD_INIT,
-    CMD_VERSION,
-    SFTP_FAILURE,
-    SFTP_NO_SUCH_FILE,
-    SFTP_OK,
-    SFTP_PERMISSION_DENIED,
-)
+from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISSION_DENIED
 
 
 class _Auth(paramiko.ServerInterface):
@@ -193,20 +185,6 @@ class _FS(SFTPServerInterface):
         return SFTP_OK
 
 
-class _OpenSSHLikeServer(SFTPServer):
-    """Announces what OpenSSH's sftp-server announces and paramiko serves: posix-rename."""
-
-    def _send_server_version(self) -> int:
-        t, data = self._read_packet()
-        if t != CMD_INIT:
-            raise paramiko.SFTPError("Incompatible sftp protocol")
-        msg = paramiko.Message()
-        msg.add_int(3)
-        msg.add("posix-rename@openssh.com", "1")
-        self._send_packet(CMD_VERSION, msg)
-        return int(struct.unpack(">I", data[:4])[0])
-
-
 class SFTPTestServer:
     """An SFTP server on 127.0.0.1 (a free port) serving ``root``; start with ``with``."""
 
@@ -260,7 +238,7 @@ class SFTPTestServer:
         t.add_server_key(self.host_key)
         auth = _Auth(self)
         auth.transport = t
-        t.set_subsystem_handler("sftp", _OpenSSHLikeServer, _FS, srv=self)
+        t.set_subsystem_handler("sftp", SFTPServer, _FS, srv=self)
         try:
             t.start_server(server=auth)
         except (paramiko.SSHException, EOFError, OSError):
