@@ -328,3 +328,21 @@ def test_the_password_is_not_on_the_ssh_command_line(
         cmdline = Path(f"/proc/{t._ssh.proc.pid}/cmdline").read_bytes()
         assert b"ssh" in cmdline and provider.password.encode() not in cmdline
         assert t.stat("nothing-here") is None  # the session works
+
+
+def test_a_key_file_with_a_passphrase_takes_it_from_the_url(
+    tmp_path: Path, servers: tuple[SFTPTestServer, SFTPTestServer]
+) -> None:
+    from connectors.files import AccessDenied, open_transport
+
+    provider, _ = servers
+    key = paramiko.ECDSAKey.generate()
+    key.write_private_key_file(str(tmp_path / "id_locked"), password="open sesame")
+    provider.authorized_keys.append(key)
+    write(provider.root, "out/k.txt", b"locked key")
+    query = f"?key_file={tmp_path / 'id_locked'}&known_hosts={tmp_path / 'known_hosts'}"
+    at = f"127.0.0.1:{provider.port}/out{query}"
+    with open_transport("market", "sftp", f"sftp://{provider.user}:open%20sesame@{at}") as t:
+        assert t.read_text("k.txt") == "locked key"
+    with pytest.raises(AccessDenied):
+        open_transport("market", "sftp", f"sftp://{provider.user}:wrong@{at}")

@@ -57,12 +57,17 @@ def ssh_command(
     username: str,
     known_hosts: str,
     key_file: str | None,
+    askpass: bool,
     ciphers: tuple[str, ...],
     timeout: float,
 ) -> list[str]:
-    """The ``ssh -s … sftp`` command line for one node (no secret in it)."""
+    """The ``ssh -s … sftp`` command line for one node (no secret in it).
+
+    ``askpass``: a password or key passphrase will come from SSH_ASKPASS (BatchMode would
+    refuse to ask for it); without it ssh never asks for anything.
+    """
     options = {
-        "BatchMode": "no" if key_file is None else "yes",  # yes would refuse askpass
+        "BatchMode": "no" if askpass else "yes",
         "StrictHostKeyChecking": "yes",
         "UserKnownHostsFile": known_hosts,
         "GlobalKnownHostsFile": "/dev/null",
@@ -107,8 +112,14 @@ class SSHProcess:
             )
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  # closed in close()
         try:
+            # A session of its own: no terminal for ssh to prompt on, whatever happens.
             self.proc = subprocess.Popen(  # noqa: S603  # argv built by ssh_command, no shell
-                argv, stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=self.stderr, env=env
+                argv,
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                stderr=self.stderr,
+                env=env,
+                start_new_session=True,
             )
         except BaseException:
             ours.close()

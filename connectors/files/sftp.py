@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 import socket
 import stat as stat_mode
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -137,6 +137,9 @@ class SFTPTransport(FileTransport):
 
     def _connect_openssh(self, ssh: str) -> None:
         o = self.opts
+        # A key without a passphrase needs no secret; otherwise the password (or the key's
+        # passphrase) goes to ssh by SSH_ASKPASS, an empty one if none was given.
+        secret = None if o.key_file and not o.password else (o.password or "")
         argv = ssh_command(
             ssh,
             host=o.host,
@@ -144,11 +147,11 @@ class SFTPTransport(FileTransport):
             username=o.username,
             known_hosts=str(Path(o.known_hosts).expanduser()),
             key_file=str(Path(o.key_file).expanduser()) if o.key_file else None,
+            askpass=secret is not None,
             ciphers=self._ciphers(),
             timeout=o.timeout,
         )
-        secret = o.password if (o.password or not o.key_file) else None
-        self._ssh = SSHProcess(argv, None if secret is None else secret or "")
+        self._ssh = SSHProcess(argv, secret)
         self._ssh.settimeout(o.timeout)
         try:
             self.sftp = paramiko.SFTPClient(self._ssh)
@@ -202,8 +205,7 @@ class SFTPTransport(FileTransport):
             )
         try:
             if o.key_file:
-                pkey = paramiko.PKey.from_path(Path(o.key_file).expanduser(), o.password)
-                t.auth_publickey(o.username, pkey)
+                t.auth_publickey(o.username, self._private_key())
             else:
                 t.auth_password(o.username, o.password or "")
         except paramiko.AuthenticationException:
@@ -216,6 +218,17 @@ class SFTPTransport(FileTransport):
         assert sftp is not None
         self.sftp = sftp
         self.sftp.get_channel().settimeout(o.timeout)
+
+    def _private_key(self) -> paramiko.PKey:
+        """The node's key file, opened with the URL's password as its passphrase if any."""
+        o = self.opts
+        secret = o.password.encode() if o.password else None
+        try:
+            return paramiko.PKey.from_path(Path(o.key_file or "").expanduser(), secret)
+        except (paramiko.SSHException, ValueError, TypeError, OSError) as exc:
+            # paramiko's messages name the problem (wrong passphrase, unknown format), never
+            # the passphrase itself.
+            raise AccessDenied(f"{self.where}: cannot use key file {o.key_file!r}: {exc}") from None
 
     def _alive(self) -> bool:
         if self._ssh is not None:
@@ -267,12 +280,16 @@ class SFTPTransport(FileTransport):
                 yield info, False
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        def handle() -> paramiko.SFTPFile:
+            return self.sftp.open(self._abs(path), "rb")
+
         try:
-            handles = (self.sftp.open(self._abs(path), "rb"), self.sftp.open(self._abs(path), "rb"))
-            size = handles[0].stat().st_size or 0
+            first = handle()
+            size = first.stat().st_size or 0
+            reader = _Reader(first, handle, offset, size, self.opts)
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise self._error(exc, path) from None
-        return cast(BinaryIO, _Guard(_Reader(handles, offset, size, self.opts), self, path))
+        return cast(BinaryIO, _Guard(reader, self, path))
 
     def open_write(self, path: str, offset: int = 0) -> BinaryIO:
         try:
@@ -335,16 +352,16 @@ class _Reader:
 
     Two handles take turns: while one window of ``read_window`` bytes is read from one, the
     next window is prefetched on the other (paramiko's prefetch keeps ``max_requests`` reads
-    in flight). At most two windows are ever requested ahead, whatever the file size.
+    in flight). At most two windows are ever requested ahead, whatever the file size; the
+    second handle is opened only for a file longer than one window.
     """
 
     def __init__(
-        self, handles: tuple[paramiko.SFTPFile, paramiko.SFTPFile], offset: int, size: int,
-        opts: SFTPOptions,
+        self, first: paramiko.SFTPFile, open_handle: Callable[[], paramiko.SFTPFile],
+        offset: int, size: int, opts: SFTPOptions,
     ):  # fmt: skip
-        self.handles, self.size, self.opts = handles, size, opts
-        for fh in handles:
-            fh.MAX_REQUEST_SIZE = opts.request_size
+        self.handles: list[paramiko.SFTPFile | None] = [first, None]
+        self.open_handle, self.size, self.opts = open_handle, size, opts
         self.pos = offset
         self.turn = 0
         self.ends = [self._request(0, offset), 0]
@@ -355,11 +372,15 @@ class _Reader:
         end = min(self.size, start + self.opts.read_window)
         if end > start:
             fh = self.handles[which]
+            if fh is None:
+                fh = self.handles[which] = self.open_handle()
+            fh.MAX_REQUEST_SIZE = self.opts.request_size
             fh.seek(start)
             fh.prefetch(end, self.opts.max_requests)
         return end
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes, at most one request's worth (no joining of pieces here)."""
         if self.pos >= self.size:
             return b""
         end = self.ends[self.turn]
@@ -367,8 +388,10 @@ class _Reader:
             self.ends[self.turn] = self._request(self.turn, max(self.ends))
             self.turn ^= 1
             end = self.ends[self.turn]
-        want = self.opts.request_size if n < 0 else n
-        data = cast(bytes, self.handles[self.turn].read(min(want, end - self.pos)))
+        fh = self.handles[self.turn]
+        assert fh is not None
+        want = self.opts.request_size if n < 0 else min(n, self.opts.request_size)
+        data = cast(bytes, fh.read(min(want, end - self.pos)))
         if not data:
             raise EOFError(f"the file ended at {self.pos} of {self.size} bytes")
         self.pos += len(data)
@@ -376,7 +399,8 @@ class _Reader:
 
     def close(self) -> None:
         for fh in self.handles:
-            fh.close()
+            if fh is not None:
+                fh.close()
 
 
 class _Guard:
