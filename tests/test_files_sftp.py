@@ -40,7 +40,10 @@ FOLDER = f"""\
 def ssh_layer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which SSH layer carries SFTP in this test (EXCHANGE_SFTP_CLIENT)."""
     if request.param == "openssh" and shutil.which("ssh") is None:
-        pytest.fail("OpenSSH's ssh client is not installed (apt-get install openssh-client)")
+        why = "OpenSSH's ssh client is not installed (apt-get install openssh-client)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
     monkeypatch.setenv("EXCHANGE_SFTP_CLIENT", request.param)
     return str(request.param)
 
