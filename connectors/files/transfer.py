@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from connectors.files.base import CHUNK, ConnectionLost, FileMissing, FileTransport, TransferError
+from exchange.faults import crashpoint
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -161,6 +162,7 @@ def download(
                     offset += len(chunk)
                     if progress:
                         progress(len(chunk))
+                    crashpoint("download:chunk")
 
     session.retry(step)
     return Copied(offset, sha.hexdigest(), m5.hexdigest() if m5 else None, tuple(resumed))
@@ -206,6 +208,7 @@ def upload(
                 out.write(chunk)
                 if progress:
                     progress(len(chunk))
+                crashpoint("upload:chunk")
 
     for attempt in (1, 2):
         session.retry(send)

@@ -132,6 +132,7 @@ def push_subscriber(
             try:
                 local = staged_path(rd, o["path"])
                 resumed = _put(sess, local, o, dst, spec.verify == "sha256", on_bytes)
+                crashpoint("push:renamed", d["node"])  # in place, not yet in the ledger
             except (HostKeyRejected, ConnectionLost) as exc:
                 errors.append(redact(str(exc)))
                 break  # the node itself is unreachable: the remaining files would fail too
