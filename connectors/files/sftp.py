@@ -381,7 +381,7 @@ class _Reader:
 
     def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes, at most one request's worth (no joining of pieces here)."""
-        if self.pos >= self.size:
+        if self.pos >= self.size or n == 0:
             return b""
         end = self.ends[self.turn]
         if self.pos >= end:  # this window is read: the other is in flight, refill this one
