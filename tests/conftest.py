@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,6 +73,26 @@ def catalog_yaml(nodes: dict[str, tuple[str, str]], resource: str) -> str:
     for name, (kind, conn) in nodes.items():
         lines += [f"  - name: {name}", f"    kind: {kind}", f"    connection: {conn}"]
     return "\n".join(lines) + "\nresources:\n" + textwrap.indent(textwrap.dedent(resource), "  ")
+
+
+def run_exchange(home: Path, env: dict[str, str], *args: str, crash_at: str | None = None) -> int:
+    """``exchange ARGS --catalog HOME/catalog.yaml`` in a subprocess, killed at ``crash_at``
+    (``EXCHANGE_CRASH_AT``) if given; its exit status (0, or -SIGKILL when killed)."""
+    run_env = {**os.environ, **env, "EXCHANGE_HOME": str(home)}
+    run_env.pop("EXCHANGE_CRASH_AT", None)
+    run_env.pop("EXCHANGE_DB_URL", None)  # the store is $EXCHANGE_HOME/exchange.db
+    if crash_at:
+        run_env["EXCHANGE_CRASH_AT"] = crash_at
+    proc = subprocess.run(
+        [sys.executable, "-m", "exchange", *args, "--catalog", str(home / "catalog.yaml")],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(f"exchange {args} exited {proc.returncode}:\n{proc.stderr}")
+    return proc.returncode
 
 
 @pytest.fixture

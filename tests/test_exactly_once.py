@@ -5,15 +5,13 @@ source projection: no duplicated and no missing rows, for PostgreSQL and MariaDB
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import catalog_yaml
+from tests.conftest import run_exchange as exchange
 from tests.sources import (
     RESOURCE_YAML,
     create_source,
@@ -37,23 +35,6 @@ CRASH_POINTS = [
     "merge:before-commit@maria_fe",
     "load:committed",
 ]
-
-
-def exchange(home: Path, env: dict[str, str], *args: str, crash_at: str | None = None) -> int:
-    run_env = {**os.environ, **env, "EXCHANGE_HOME": str(home)}
-    run_env.pop("EXCHANGE_CRASH_AT", None)
-    if crash_at:
-        run_env["EXCHANGE_CRASH_AT"] = crash_at
-    proc = subprocess.run(
-        [sys.executable, "-m", "exchange", *args, "--catalog", str(home / "catalog.yaml")],
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode not in (0, -signal.SIGKILL):
-        raise AssertionError(f"exchange {args} exited {proc.returncode}:\n{proc.stderr}")
-    return proc.returncode
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)

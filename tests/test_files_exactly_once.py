@@ -10,8 +10,6 @@ import datetime as dt
 import hashlib
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import catalog_yaml
+from tests.conftest import run_exchange as exchange
 from tests.servers.sftp import SFTPTestServer
 
 CODE = "410400-SCJG-0003"
@@ -38,24 +37,6 @@ CRASH_POINTS = [
     "push:renamed@tax_sftp",  # in place at the subscriber, not yet in the ledger
     "push:file@tax_sftp",  # in the ledger, the next file not started
 ]
-
-
-def exchange(home: Path, env: dict[str, str], *args: str, crash_at: str | None = None) -> int:
-    run_env = {**os.environ, **env, "EXCHANGE_HOME": str(home)}
-    run_env.pop("EXCHANGE_CRASH_AT", None)
-    run_env.pop("EXCHANGE_DB_URL", None)  # the store is $EXCHANGE_HOME/exchange.db
-    if crash_at:
-        run_env["EXCHANGE_CRASH_AT"] = crash_at
-    proc = subprocess.run(
-        [sys.executable, "-m", "exchange", *args, "--catalog", str(home / "catalog.yaml")],
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode not in (0, -signal.SIGKILL):
-        raise AssertionError(f"exchange {args} exited {proc.returncode}:\n{proc.stderr}")
-    return proc.returncode
 
 
 @pytest.mark.parametrize("crash_at", CRASH_POINTS)
