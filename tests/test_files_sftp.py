@@ -349,3 +349,23 @@ def test_a_key_file_with_a_passphrase_takes_it_from_the_url(
         assert t.read_text("k.txt") == "locked key"
     with pytest.raises(AccessDenied):
         open_transport("market", "sftp", f"sftp://{provider.user}:wrong@{at}")
+
+
+def test_a_server_that_is_not_there_is_a_lost_connection_naming_the_node(
+    tmp_path: Path, servers: tuple[SFTPTestServer, SFTPTestServer]
+) -> None:
+    import socket
+
+    from connectors.files import ConnectionLost, open_transport
+
+    provider, _ = servers
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key = provider.known_hosts_line().split(" ", 1)[1]
+    (tmp_path / "kh").write_text(f"[127.0.0.1]:{port} {key}\n")
+    url = f"sftp://exchange:pw@127.0.0.1:{port}/?known_hosts={tmp_path / 'kh'}"
+    with pytest.raises(ConnectionLost) as err:
+        open_transport("market", "sftp", url)
+    assert str(err.value).startswith(f"node 'market' ([127.0.0.1]:{port}): cannot connect")
+    assert "refused" in str(err.value).lower()
