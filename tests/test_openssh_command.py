@@ -15,7 +15,7 @@ def test_host_keys_come_from_the_platforms_known_hosts_only() -> None:
     argv = ssh_command(
         "/usr/bin/ssh", host="10.1.2.3", port=2222, username="exchange",
         known_hosts="/etc/exchange/known_hosts", key_file="/etc/exchange/id_ed25519",
-        askpass=False, ciphers=("aes128-gcm@openssh.com",), timeout=30,
+        askpass=False, cipher="aes128-gcm@openssh.com", timeout=30,
     )  # fmt: skip
     o = options(argv)
     assert argv[1:3] == ["-F", "/dev/null"]  # no ~/.ssh/config
@@ -25,18 +25,20 @@ def test_host_keys_come_from_the_platforms_known_hosts_only() -> None:
     assert o["UpdateHostKeys"] == "no"
     assert o["IdentityAgent"] == "none" and o["IdentitiesOnly"] == "yes"
     assert o["BatchMode"] == "yes"  # a key without passphrase: ssh never asks for anything
+    assert o["Ciphers"] == "^aes128-gcm@openssh.com"  # first, OpenSSH's others after it
     assert argv[-4:] == ["-s", "--", "10.1.2.3", "sftp"]  # a host can never be read as an option
 
 
 def test_a_password_node_asks_through_askpass_and_the_password_is_not_on_the_line() -> None:
     argv = ssh_command(
         "ssh", host="h", port=22, username="u", known_hosts="/k", key_file=None,
-        askpass=True, ciphers=("aes128-ctr",), timeout=5,
+        askpass=True, cipher=None, timeout=5,
     )  # fmt: skip
     o = options(argv)
     assert o["BatchMode"] == "no" and o["PubkeyAuthentication"] == "no"
     assert o["NumberOfPasswordPrompts"] == "1"
     assert "-i" not in argv
+    assert "Ciphers" not in o  # OpenSSH's own order
 
 
 def test_what_ssh_printed_names_the_kind_of_failure() -> None:

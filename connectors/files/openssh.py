@@ -60,13 +60,14 @@ def ssh_command(
     known_hosts: str,
     key_file: str | None,
     askpass: bool,
-    ciphers: tuple[str, ...],
+    cipher: str | None,
     timeout: float,
 ) -> list[str]:
     """The ``ssh -s … sftp`` command line for one node (no secret in it).
 
     ``askpass``: a password or key passphrase will come from SSH_ASKPASS (BatchMode would
-    refuse to ask for it); without it ssh never asks for anything.
+    refuse to ask for it); without it ssh never asks for anything. ``cipher`` goes first in
+    OpenSSH's own list (a server that lacks it still gets one of OpenSSH's defaults).
     """
     options = {
         "BatchMode": "no" if askpass else "yes",
@@ -80,13 +81,14 @@ def ssh_command(
         "ControlMaster": "no",
         "ControlPath": "none",
         "Compression": "no",
-        "Ciphers": ",".join(ciphers),
         "ConnectTimeout": str(max(1, int(timeout))),
         "ServerAliveInterval": "15",
         "ServerAliveCountMax": "4",
         "NumberOfPasswordPrompts": "1",
         "LogLevel": "ERROR",
     }
+    if cipher:
+        options["Ciphers"] = f"^{cipher}"
     if key_file is None:
         options["PubkeyAuthentication"] = "no"
         options["PreferredAuthentications"] = "password,keyboard-interactive"

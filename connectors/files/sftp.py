@@ -39,13 +39,6 @@ from connectors.files.base import (
 from connectors.files.openssh import SSHProcess, classify, ssh_binary, ssh_command
 from exchange.errors import BadInput
 
-PREFERRED_CIPHERS = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes256-ctr",
-)
 CLIENTS = ("auto", "openssh", "paramiko")
 
 
@@ -62,7 +55,7 @@ class SFTPOptions:
     key_file: str | None = None
     timeout: float = 30.0
     client: str = "auto"  # auto | openssh | paramiko: which SSH layer carries SFTP
-    cipher: str | None = PREFERRED_CIPHERS[0]
+    cipher: str | None = "aes128-gcm@openssh.com"  # put first; fastest here (bench --knobs)
     request_size: int = 252 * 1024  # OpenSSH's sftp-server caps a read at 256 KiB - 1 KiB
     read_window: int = 8 << 20  # bytes requested ahead per window; two windows in flight
     max_requests: int = 32  # reads in flight per window
@@ -130,7 +123,8 @@ class SFTPTransport(FileTransport):
             )
         return dict(found)
 
-    def _ciphers(self, available: tuple[str, ...] = PREFERRED_CIPHERS) -> tuple[str, ...]:
+    def _ciphers(self, available: tuple[str, ...]) -> tuple[str, ...]:
+        """paramiko's ciphers with the preferred one first."""
         c = self.opts.cipher
         rest = tuple(x for x in available if x != c)
         return (c, *rest) if c and c in available else rest
@@ -148,7 +142,7 @@ class SFTPTransport(FileTransport):
             known_hosts=str(Path(o.known_hosts).expanduser()),
             key_file=str(Path(o.key_file).expanduser()) if o.key_file else None,
             askpass=secret is not None,
-            ciphers=self._ciphers(),
+            cipher=o.cipher,
             timeout=o.timeout,
         )
         self._ssh = SSHProcess(argv, secret)
