@@ -109,10 +109,14 @@ class Digesting:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Write and hash everything received (even when failing), then report a write error."""
+        """Write and hash everything received (even when failing), then report a write error.
+
+        A write error wins over the caller's own (a lost connection, say): the caller counted
+        bytes that never reached the file, so a retry from its offset would leave a hole.
+        """
         self.queue.put(None)
         self.thread.join()
-        if self.error is not None and exc[0] is None:
+        if self.error is not None:
             raise self.error
 
 
