@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from exchange.kernel.settings import Settings
 from exchange.pipeline.runner import run_resource
-from exchange.settings import Settings
 from exchange.workspace import Workspace
 
 

@@ -198,9 +198,9 @@ def engine_fanout(
     from exchange.files.plan import plan_files
     from exchange.files.pull import pull
     from exchange.files.push import push_subscriber
+    from exchange.kernel.settings import Settings
     from exchange.pipeline.plan import run_dir_of
     from exchange.pipeline.record import finish
-    from exchange.settings import Settings
     from exchange.subscriptions import add_subscription
     from exchange.workspace import Workspace
 

@@ -32,13 +32,13 @@ from pathlib import Path
 import yaml
 
 from exchange.demo.registry import COLUMNS
+from exchange.kernel.clock import local_now
+from exchange.kernel.settings import Settings
 from exchange.pipeline.extract import extract
 from exchange.pipeline.load import load_subscriber
 from exchange.pipeline.plan import plan
 from exchange.pipeline.record import finish
 from exchange.pipeline.validate import validate
-from exchange.quality.quarantine import local_now
-from exchange.settings import Settings
 from exchange.subscriptions import add_subscription
 from exchange.workspace import Workspace
 from quality import evaluate, rules_for_resource

@@ -29,8 +29,8 @@ from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows
 from connectors.prefetch import prefetch
 from connectors.secrets import redact, safe_url
 from exchange.catalog.model import Field
-from exchange.errors import BadInput, ConnectionFailed, DataError
-from exchange.faults import crashpoint
+from exchange.kernel.errors import BadInput, ConnectionFailed, DataError
+from exchange.kernel.faults import crashpoint
 
 # A connector lives for one step (closed by ``close``): one connection, reused by the marker
 # check, the DDL and the merge (a TLS handshake each would cost more than a small delta).

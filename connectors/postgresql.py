@@ -15,8 +15,8 @@ from connectors.arrow_types import arrow_type
 from connectors.base import DatabaseConnector, DeliveryMarker, SinceFilter, TableSpec
 from connectors.prefetch import prefetch
 from connectors.secrets import redact
-from exchange.errors import BadInput, ConnectionFailed, DataError
-from exchange.faults import crashpoint
+from exchange.kernel.errors import BadInput, ConnectionFailed, DataError
+from exchange.kernel.faults import crashpoint
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "smallint": sa.SmallInteger(),

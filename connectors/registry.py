@@ -9,7 +9,7 @@ from connectors.mysql import MySQLConnector
 from connectors.oracle import OracleConnector
 from connectors.postgresql import PostgreSQLConnector
 from connectors.sqlite import SQLiteConnector
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 CONNECTORS: dict[str, type[DatabaseConnector]] = {
     "postgresql": PostgreSQLConnector,

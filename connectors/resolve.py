@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from exchange.catalog.model import FrontEnd
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 _CONN_TYPES = {
     "postgres": "postgresql",

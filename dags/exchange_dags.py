@@ -32,7 +32,7 @@ from airflow.sdk.log import mask_secret
 
 from exchange import orchestration as orch
 from exchange.catalog import Resource, load_catalog
-from exchange.errors import BadInput, DeliveryFailed
+from exchange.kernel.errors import BadInput, DeliveryFailed
 
 START = pendulum.datetime(2026, 1, 1, tz=orch.TIMEZONE)
 DEFAULT_ARGS: dict[str, Any] = {

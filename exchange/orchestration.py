@@ -22,12 +22,12 @@ from sqlalchemy.engine import make_url
 
 from connectors.resolve import resolve_url
 from exchange.catalog.model import Catalog, Resource
-from exchange.errors import BadInput, DeliveryFailed
+from exchange.kernel.clock import today
+from exchange.kernel.errors import BadInput, DeliveryFailed
 from exchange.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-TIMEZONE = "Asia/Shanghai"
 # Resource kinds that get a DAG (file and folder resources run exchange/files/ steps in the same
 # task shape); api resources are served on request, never scheduled.
 DAG_KINDS: frozenset[str] = frozenset({"table", "file", "folder"})
@@ -425,7 +425,7 @@ def record_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
 
 def _audit_missed_deadline(resource: str, deadline: str, dag_run: str) -> None:
     from exchange import audit
-    from exchange.settings import Settings
+    from exchange.kernel.settings import Settings
     from exchange.store import Store
 
     store = Store(Settings.from_env().db_url)
@@ -488,11 +488,9 @@ def housekeeping_step(catalog_path: str | Path, now: dt.datetime) -> dict[str, A
 
 def daily_report_step(catalog_path: str | Path, now: dt.datetime) -> str | None:
     """Write yesterday's (Asia/Shanghai) run report unless it exists; its path, or None."""
-    from zoneinfo import ZoneInfo
-
     from exchange.run_report import write_daily_run_report
 
-    day = now.astimezone(ZoneInfo(TIMEZONE)).date() - dt.timedelta(days=1)
+    day = today(now) - dt.timedelta(days=1)
     ws = open_workspace(catalog_path)
     try:
         if (ws.settings.home / "reports" / f"runs-{day.isoformat()}.json").exists():

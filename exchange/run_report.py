@@ -10,15 +10,13 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from exchange.kernel.clock import TIMEZONE, stored_day_start
 from exchange.pipeline.staging import RunDir
 from exchange.store.models import AuditEvent, Delivery, Run
 from exchange.workspace import Workspace
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass
@@ -33,9 +31,7 @@ class ResourceDay:
 
 
 def _utc_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
-    start = dt.datetime.combine(day, dt.time(), SHANGHAI).astimezone(dt.UTC)
-    # Stored timestamps are naive UTC.
-    start = start.replace(tzinfo=None)
+    start = stored_day_start(day)  # stored timestamps are naive UTC
     return start, start + dt.timedelta(days=1)
 
 
@@ -78,7 +74,7 @@ def write_daily_run_report(ws: Workspace, day: dt.date) -> Path:
     report = daily_run_report(ws, day)
     doc: dict[str, Any] = {
         "day": day.isoformat(),
-        "timezone": "Asia/Shanghai",
+        "timezone": TIMEZONE,
         "resources": {code: asdict(r) for code, r in report.items()},
     }
     path = ws.settings.home / "reports" / f"runs-{day.isoformat()}.json"

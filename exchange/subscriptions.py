@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from connectors.base import check_identifier
 from exchange import audit
 from exchange.catalog.model import DATABASE_KINDS, Resource
-from exchange.errors import BadInput
-from exchange.pipeline.plan import today_shanghai
+from exchange.kernel.clock import today
+from exchange.kernel.errors import BadInput
 from exchange.store.models import Subscription, utcnow
 from exchange.workflow import states
 from exchange.workflow.transitions import record
@@ -119,7 +119,7 @@ def add_subscription(
     resource, table = check_grant(
         ws, resource_code, node, fields, target_table=target_table, target_schema=target_schema
     )
-    check_period(valid_until, today_shanghai())
+    check_period(valid_until, today())
     with ws.store.session() as s:
         check_target_free(s, node, table, target_schema)
         granted = [f for f in resource.field_names if f in fields]

@@ -11,7 +11,7 @@ from connectors.base import DatabaseConnector, TableSpec
 from connectors.registry import open_database
 from connectors.resolve import resolve_url
 from exchange.catalog import Catalog, Resource, load_catalog
-from exchange.settings import Settings
+from exchange.kernel.settings import Settings
 from exchange.store import Store
 
 
@@ -37,6 +37,12 @@ class Workspace:
 
     def close(self) -> None:
         self.store.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def use_returning_allocator() -> None:

@@ -19,7 +19,7 @@ import psycopg
 import pymysql
 import pytest
 
-from exchange.settings import Settings
+from exchange.kernel.settings import Settings
 from exchange.workspace import Workspace
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"

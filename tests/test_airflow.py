@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from exchange.settings import Settings
+from exchange.kernel.settings import Settings
 from exchange.subscriptions import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml

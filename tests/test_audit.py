@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from exchange import audit
-from exchange.settings import Settings
+from exchange.kernel.settings import Settings
 from exchange.store import AuditEvent, Store
 from exchange.store.db import upgrade
 

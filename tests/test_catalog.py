@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exchange.catalog import load_catalog
-from exchange.errors import CatalogError
+from exchange.kernel.errors import CatalogError
 from schemas import load_schema
 
 REPO = Path(__file__).resolve().parents[1]

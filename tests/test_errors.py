@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from exchange.errors import ConnectionFailed, DataError
+from exchange.kernel.errors import ConnectionFailed, DataError
 from exchange.pipeline.runner import run_resource
 from exchange.subscriptions import add_subscription
 from exchange.workspace import Workspace

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from exchange.errors import DataError
 from exchange.files.tabular import detect_encoding
+from exchange.kernel.errors import DataError
 from exchange.pipeline.runner import run_resource
 from exchange.subscriptions import add_subscription
 from exchange.workspace import Workspace
@@ -177,7 +177,7 @@ def test_a_value_that_does_not_fit_names_the_file_line_and_field(
 def test_a_missing_column_is_named_with_its_title(
     tmp_path: Path, make_workspace: Callable[[str], Workspace]
 ) -> None:
-    from exchange.errors import BadInput
+    from exchange.kernel.errors import BadInput
 
     ws = workspace(tmp_path, make_workspace, "{path: out, format: csv}")
     (tmp_path / "market/out/short.csv").write_text("统一社会信用代码,企业名称\n1,2\n", "utf-8")

@@ -18,7 +18,7 @@ from connectors.mysql import MySQLConnector
 from connectors.oracle import OracleConnector
 from connectors.postgresql import PostgreSQLConnector
 from exchange.catalog.model import Field
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 URLS: dict[str, tuple[type[DatabaseConnector], str]] = {
     "oracle": (OracleConnector, "oracle+oracledb://u:p@127.0.0.1:1521/?service_name=FREEPDB1"),

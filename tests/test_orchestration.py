@@ -14,7 +14,7 @@ import pytest
 
 from exchange import orchestration as orch
 from exchange.catalog.model import Resource
-from exchange.errors import BadInput, DeliveryFailed
+from exchange.kernel.errors import BadInput, DeliveryFailed
 from exchange.subscriptions import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
@@ -275,7 +275,7 @@ def test_a_folder_resource_runs_through_the_same_steps_pull_once_push_to_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from exchange.demo.folder import FOLDER_RESOURCE, SOURCE, TARGET_DIR, TARGETS
-    from exchange.settings import Settings
+    from exchange.kernel.settings import Settings
 
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(Path("schemas/examples/demo.yaml").read_text(encoding="utf-8"), "utf-8")

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from exchange.demo.registry import COLUMNS
+from exchange.kernel.workdays import add_working_days
 from exchange.pipeline.plan import run_dir_of
 from exchange.pipeline.runner import run_resource
 from exchange.quality.error_reports import answer_report, file_report, show_report
@@ -23,7 +24,6 @@ from exchange.quality.scores import resource_scores
 from exchange.quality.tickets import answer_ticket, close_ticket, list_tickets, overdue
 from exchange.store.models import Delivery, Run, Watermark
 from exchange.subscriptions import add_subscription
-from exchange.workdays import add_working_days
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 from tests.sources import create_source, projection, registry, table_rows, upsert_source

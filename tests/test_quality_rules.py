@@ -13,7 +13,7 @@ import pytest
 from exchange.catalog import load_catalog
 from exchange.catalog.quality_spec import ResourceQuality
 from exchange.demo.registry import enterprise_row
-from exchange.errors import CatalogError
+from exchange.kernel.errors import CatalogError
 from quality import evaluate, rules_for_resource
 from quality.resource_checks import (
     bad_ratio_hold,

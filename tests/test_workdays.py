@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from exchange import workdays
-from exchange.errors import BadInput
-from exchange.workdays import SHANGHAI, WorkCalendar
+from exchange.kernel import workdays
+from exchange.kernel.clock import SHANGHAI
+from exchange.kernel.errors import BadInput
+from exchange.kernel.workdays import WorkCalendar
 
 
 def sh(text: str) -> dt.datetime:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import command
 
 from exchange import audit
-from exchange.errors import BadInput, Forbidden, IllegalTransition, NotFound
+from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition, NotFound
 from exchange.pipeline.runner import run_resource
 from exchange.store import Store, Subscription
 from exchange.store.db import _alembic_config, create_store_engine

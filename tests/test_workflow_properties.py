@@ -16,8 +16,8 @@ from hypothesis import strategies as hs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from exchange import audit
-from exchange.errors import BadInput, Forbidden, IllegalTransition
-from exchange.pipeline.plan import today_shanghai
+from exchange.kernel.clock import today as shanghai_today
+from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition
 from exchange.pipeline.runner import run_resource
 from exchange.store.models import Delivery, Subscription, utcnow
 from exchange.workflow import service as svc
@@ -114,7 +114,7 @@ class Workflow(RuleBasedStateMachine):
 
     @rule(resource=hs.sampled_from(RESOURCES))
     def exchange_runs(self, resource: str) -> None:
-        today = today_shanghai()
+        today = shanghai_today()
         with self.ws.store.session() as s:
             suspended = set(
                 s.scalars(

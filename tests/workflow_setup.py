@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from exchange.demo.run import create_provider
-from exchange.settings import Settings
-from exchange.workdays import SHANGHAI
+from exchange.kernel.clock import SHANGHAI
+from exchange.kernel.settings import Settings
 from exchange.workflow.application import Application
 from exchange.workflow.users import Principal, create_user, issue_token, principal_of
 from exchange.workspace import Workspace

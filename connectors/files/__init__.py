@@ -29,7 +29,7 @@ from connectors.files.base import (
     clean_path,
     join,
 )
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 #: Which SSH layer carries SFTP where a node's URL has no ``?client=``: auto|openssh|paramiko.
 SFTP_CLIENT_ENV = "EXCHANGE_SFTP_CLIENT"

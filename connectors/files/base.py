@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from exchange.errors import BadInput, ConnectionFailed, ExchangeError
+from exchange.kernel.errors import BadInput, ConnectionFailed, ExchangeError
 
 CHUNK = 1 << 20  # 1 MiB: streaming copies hold at most a few of these in memory
 

@@ -37,7 +37,7 @@ from connectors.files.base import (
     clean_path,
 )
 from connectors.files.openssh import SSHProcess, classify, ssh_binary, ssh_command
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 CLIENTS = ("auto", "openssh", "paramiko")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from connectors.files.base import CHUNK, ConnectionLost, FileMissing, FileTransport, TransferError
-from exchange.faults import crashpoint
+from exchange.kernel.faults import crashpoint
 
 T = TypeVar("T")
 Progress = Callable[[int], None]

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from exchange import audit
-from exchange.errors import (
+from exchange.kernel.errors import (
     BadInput,
     ExchangeError,
     Forbidden,
@@ -30,7 +30,7 @@ from exchange.errors import (
     NotFound,
     Unauthorized,
 )
-from exchange.workdays import default_calendar
+from exchange.kernel.workdays import default_calendar
 from exchange.workflow import service as svc
 from exchange.workflow.application import Application
 from exchange.workflow.users import Principal, authenticate
@@ -287,7 +287,7 @@ def _resource(ws: Workspace, code: str) -> ResourceOut:
 
 
 def _shanghai(t: dt.datetime) -> dt.datetime:
-    from exchange.workdays import SHANGHAI
+    from exchange.kernel.clock import SHANGHAI
 
     return t.replace(tzinfo=SHANGHAI) if t.tzinfo is None else t.astimezone(SHANGHAI)
 

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FILE_NODE_KINDS: frozenset[str] = frozenset({"sftp", "ftp", "ftps", "local"})
+from exchange.kernel.kinds import FILE_NODE_KINDS
+
 MARKER_SUFFIXES = {"ok": ".ok", "done": ".done", "md5": ".md5"}
 
 

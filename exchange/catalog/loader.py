@@ -13,7 +13,8 @@ import yaml
 from exchange.catalog.files_spec import files_problems
 from exchange.catalog.model import Catalog, build_catalog
 from exchange.catalog.quality_spec import quality_problems
-from exchange.errors import CatalogError
+from exchange.kernel.errors import CatalogError
+from exchange.kernel.kinds import FILE_NODE_KINDS
 from schemas import load_schema
 
 _VALIDATOR = jsonschema.Draft202012Validator(load_schema())
@@ -60,7 +61,6 @@ def _strings(value: Any) -> list[tuple[int, str]]:
     )
 
 
-FILE_KINDS = frozenset({"sftp", "ftp", "ftps", "local"})
 _IDENTIFIER = re.compile(load_schema()["$defs"]["identifier"]["pattern"])
 
 
@@ -95,7 +95,7 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
         provider = nodes.get(r.get("provider"))
         if provider is None:
             yield here + ["provider"], f"unknown node {r.get('provider')!r}"
-        elif r.get("kind") == "table" and provider.get("kind") in FILE_KINDS:
+        elif r.get("kind") == "table" and provider.get("kind") in FILE_NODE_KINDS:
             yield (
                 here + ["provider"],
                 f"a table resource needs a database node, {r.get('provider')!r} "

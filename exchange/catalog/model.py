@@ -12,9 +12,9 @@ from exchange.catalog.quality_spec import (
     field_rules,
     resource_quality,
 )
+from exchange.kernel.kinds import DATABASE_KINDS, FILE_NODE_KINDS
 
-NodeKind = Literal["postgresql", "mysql", "oracle", "sqlite", "sftp", "ftp", "ftps", "local"]
-DATABASE_KINDS: frozenset[str] = frozenset({"postgresql", "mysql", "oracle", "sqlite"})
+__all__ = ["DATABASE_KINDS", "FILE_NODE_KINDS"]  # re-exported: what a node kind means
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class FrontEnd:
     """A front-end node (前置机/前置库) of a department."""
 
     name: str
-    kind: NodeKind
+    kind: str  # one of kinds.NODE_KINDS (the schema's enum)
     connection: ConnectionRef
     title: str = ""
     department: str = ""
@@ -106,7 +106,7 @@ class Catalog:
     path: str = ""
 
     def node(self, name: str) -> FrontEnd:
-        from exchange.errors import NotFound
+        from exchange.kernel.errors import NotFound
 
         try:
             return self.nodes[name]
@@ -114,7 +114,7 @@ class Catalog:
             raise NotFound(f"no front-end node {name!r} in catalog {self.path}") from None
 
     def resource(self, code: str) -> Resource:
-        from exchange.errors import NotFound
+        from exchange.kernel.errors import NotFound
 
         try:
             return self.resources[code]

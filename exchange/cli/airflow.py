@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from exchange.errors import ExchangeError
+from exchange.kernel.errors import ExchangeError
 
 airflow_app = typer.Typer(no_args_is_help=True, help="Airflow pools and DAG ids from the catalog.")
 

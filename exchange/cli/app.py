@@ -25,7 +25,7 @@ from exchange.cli.render import (
     subscribers_table,
 )
 from exchange.cli.workflow import register as register_workflow
-from exchange.errors import BadInput, CatalogError, ExchangeError
+from exchange.kernel.errors import BadInput, CatalogError, ExchangeError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -115,7 +115,7 @@ def catalog_validate(path: Path) -> None:
 def db_upgrade() -> None:
     """Create or migrate the metadata store ($EXCHANGE_DB_URL, default a SQLite file)."""
     from connectors.secrets import safe_url
-    from exchange.settings import Settings
+    from exchange.kernel.settings import Settings
     from exchange.store.db import create_store_engine, upgrade
 
     engine = create_store_engine(Settings.from_env().db_url)
@@ -239,7 +239,7 @@ def subscription_list(
 def audit_verify() -> None:
     """Recompute the audit chain; name the first broken link."""
     from exchange import audit
-    from exchange.settings import Settings
+    from exchange.kernel.settings import Settings
     from exchange.store import Store
 
     store = Store(Settings.from_env().db_url)

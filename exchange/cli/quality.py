@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from exchange.cli.render import console, local
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 if TYPE_CHECKING:
     from exchange.pipeline.record import RunSummary
@@ -310,7 +310,7 @@ def report_show(report_id: int, catalog: CatalogOpt = Path("catalog.yaml")) -> N
 def _period(
     since: dt.datetime | None, until: dt.datetime | None, period: str | None
 ) -> tuple[dt.date, dt.date]:
-    from exchange.pipeline.plan import today_shanghai
+    from exchange.kernel.clock import today
 
     if period:
         try:
@@ -319,7 +319,7 @@ def _period(
             raise BadInput(f"--period must be a month like 2026-11, not {period!r}") from None
         nxt = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
         return start, nxt - dt.timedelta(days=1)
-    end = until.date() if until else today_shanghai()
+    end = until.date() if until else today()
     start = since.date() if since else end - dt.timedelta(days=29)
     if start > end:
         raise BadInput(f"--since {start} is after --until {end}")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.progress import (
@@ -19,12 +17,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from exchange.kernel.clock import shown
 from exchange.pipeline.load import DeliveryResult
 from exchange.pipeline.record import RunSummary
 from exchange.status import SubscriberStatus
 from exchange.store.models import Run
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 # Off a terminal (Airflow task logs, CI, pipes) rich would wrap at 80 columns and split names.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
 console = Console(width=_WIDTH)
@@ -36,11 +34,7 @@ def target(node: str, table: str) -> str:
     return f"{node}:{table}" if table.startswith("/") else f"{node}.{table}"
 
 
-def local(t: dt.datetime | None) -> str:
-    """A stored UTC time as shown to people: Asia/Shanghai."""
-    if t is None:
-        return "-"
-    return t.replace(tzinfo=dt.UTC).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+local = shown  # a stored UTC time as shown to people: Asia/Shanghai
 
 
 class ProgressReporter:

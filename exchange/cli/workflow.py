@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from exchange.cli.render import console
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 if TYPE_CHECKING:
     from exchange.workflow.users import Principal
@@ -50,15 +50,13 @@ def _time(text: str | None, what: str = "--at") -> dt.datetime | None:
     """An ISO time given in Asia/Shanghai (unless it carries an offset) as naive UTC."""
     if text is None:
         return None
-    from exchange.workdays import SHANGHAI
+    from exchange.kernel.clock import stored
 
     try:
         t = dt.datetime.fromisoformat(text)
     except ValueError:
         raise BadInput(f"{what} {text!r} is not an ISO 8601 time like 2026-09-30T10:00") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=SHANGHAI)
-    return t.astimezone(dt.UTC).replace(tzinfo=None)
+    return stored(t)
 
 
 def _ws(catalog: Path) -> Workspace:
@@ -374,7 +372,7 @@ def calendar_deadline(
     working_days: Annotated[int, typer.Option(min=1, help="Within N working days.")],
 ) -> None:
     """The deadline N working days after an event: 23:59:59 Asia/Shanghai of that day."""
-    from exchange.workdays import add_working_days
+    from exchange.kernel.workdays import add_working_days
 
     at = _time(start, "--from")
     assert at is not None
@@ -465,7 +463,7 @@ def serve(
 
 
 def _store() -> Any:
-    from exchange.settings import Settings
+    from exchange.kernel.settings import Settings
     from exchange.store import Store
 
     return Store(Settings.from_env().db_url)

@@ -9,7 +9,7 @@ from pathlib import Path
 from connectors.files import FILE_KINDS, FileTransport, open_transport
 from connectors.files.transfer import Session
 from connectors.resolve import resolve_url
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 from exchange.workspace import Workspace
 
 KNOWN_HOSTS_ENV = "EXCHANGE_KNOWN_HOSTS"

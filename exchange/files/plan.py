@@ -14,16 +14,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from exchange.catalog.files_spec import FILE_NODE_KINDS
 from exchange.catalog.model import Resource
-from exchange.errors import BadInput
 from exchange.files.models import FileDelivery, FileManifest, FileTarget
 from exchange.files.nodes import session
 from exchange.files.select import list_resource
+from exchange.kernel.clock import today
+from exchange.kernel.errors import BadInput
+from exchange.kernel.kinds import FILE_NODE_KINDS
 from exchange.pipeline.plan import (
     active_subscriptions,
     start_run,
-    today_shanghai,
     unfinished_run,
 )
 from exchange.store.models import Subscription
@@ -96,7 +96,7 @@ def plan_files(ws: Workspace, resource_code: str, *, full: bool = False) -> str:
     if previous is not None:
         return previous.id
 
-    subs = active_subscriptions(ws, resource_code, today_shanghai())
+    subs = active_subscriptions(ws, resource_code, today())
     ids = [s.id for s in subs]
     dirs = file_targets(ws, ids)
     with session(ws, resource.provider) as sess:

@@ -18,9 +18,9 @@ import sqlalchemy as sa
 
 from connectors.files import FileInfo, FileTransport, TransferError
 from connectors.files.transfer import Session, download
-from exchange.faults import crashpoint
 from exchange.files.models import FileManifest
 from exchange.files.nodes import session
+from exchange.kernel.faults import crashpoint
 from exchange.pipeline.plan import run_dir_of, set_step
 from exchange.pipeline.staging import RunDir
 from exchange.workspace import Workspace

@@ -22,13 +22,13 @@ import sqlalchemy as sa
 from connectors.files import ConnectionLost, FileTransport, HostKeyRejected, TransferError
 from connectors.files.transfer import Session, remote_sha256, upload
 from connectors.secrets import redact
-from exchange.errors import ExchangeError
-from exchange.faults import crashpoint
 from exchange.files.models import FileDelivery
 from exchange.files.nodes import session
 from exchange.files.plan import latest_versions, target_path
 from exchange.files.pull import pulled_files, staged_path
 from exchange.files.select import PART_SUFFIX
+from exchange.kernel.errors import ExchangeError
+from exchange.kernel.faults import crashpoint
 from exchange.pipeline.load import DeliveryResult, _record, planned_delivery
 from exchange.pipeline.plan import run_dir_of
 from exchange.store.models import Delivery, utcnow

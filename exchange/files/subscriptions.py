@@ -7,10 +7,10 @@ import datetime as dt
 import sqlalchemy as sa
 
 from connectors.files import clean_path
-from exchange.catalog.files_spec import FILE_NODE_KINDS
-from exchange.errors import BadInput
 from exchange.files.models import FileTarget
-from exchange.pipeline.plan import today_shanghai
+from exchange.kernel.clock import today
+from exchange.kernel.errors import BadInput
+from exchange.kernel.kinds import FILE_NODE_KINDS
 from exchange.store.models import Subscription
 from exchange.subscriptions import add_approved
 from exchange.workflow import states
@@ -50,7 +50,7 @@ def add_file_subscription(
     from exchange.subscriptions import check_period
 
     directory = check_file_grant(ws, resource_code, node, target_dir)
-    check_period(valid_until, today_shanghai())
+    check_period(valid_until, today())
     with ws.store.session() as s:
         clash = s.execute(
             sa.select(Subscription.id)

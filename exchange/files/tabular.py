@@ -28,9 +28,9 @@ import pyarrow.csv as pacsv
 from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows_to_batch
 from exchange.catalog.files_spec import FilesSpec
 from exchange.catalog.model import Field, Resource
-from exchange.errors import BadInput, DataError
-from exchange.faults import crashpoint
 from exchange.files.pull import pulled_files, staged_path
+from exchange.kernel.errors import BadInput, DataError
+from exchange.kernel.faults import crashpoint
 from exchange.pipeline.plan import run_dir_of, set_step
 from exchange.workspace import Workspace
 

@@ -8,8 +8,8 @@ import pyarrow.compute as pc
 
 from connectors.base import SinceFilter
 from connectors.prefetch import prefetch
-from exchange.errors import DataError
-from exchange.faults import crashpoint
+from exchange.kernel.errors import DataError
+from exchange.kernel.faults import crashpoint
 from exchange.pipeline import watermark
 from exchange.pipeline.plan import run_dir_of, set_step
 from exchange.workspace import Workspace, source_spec

@@ -21,8 +21,8 @@ from connectors.base import DeliveryMarker, TableSpec
 from connectors.secrets import redact
 from exchange import audit
 from exchange.catalog.model import Resource
-from exchange.errors import ExchangeError
-from exchange.faults import crashpoint
+from exchange.kernel.errors import ExchangeError
+from exchange.kernel.faults import crashpoint
 from exchange.pipeline import watermark
 from exchange.pipeline.plan import run_dir_of
 from exchange.pipeline.staging import RunDir

@@ -5,24 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from exchange import audit
-from exchange.errors import BadInput
+from exchange.kernel.clock import today
+from exchange.kernel.errors import BadInput
 from exchange.pipeline.staging import RunDir
 from exchange.store.models import Run, Subscription, Watermark, utcnow
 from exchange.workflow.engine import deliverable
 from exchange.workspace import Workspace
-
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-
-
-def today_shanghai(now: dt.datetime | None = None) -> dt.date:
-    """The calendar day in Asia/Shanghai (usage periods end on local days)."""
-    now = now or dt.datetime.now(dt.UTC)
-    return now.astimezone(SHANGHAI).date()
 
 
 def active_subscriptions(ws: Workspace, resource_code: str, today: dt.date) -> list[Subscription]:
@@ -58,7 +50,7 @@ def plan(ws: Workspace, resource_code: str, *, full: bool = False) -> str:
     if previous is not None:
         return previous.id
 
-    subs = active_subscriptions(ws, resource_code, today_shanghai())
+    subs = active_subscriptions(ws, resource_code, today())
     with ws.store.session() as s:
         marks = {
             w.subscription_id: w.value

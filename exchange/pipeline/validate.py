@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from exchange.faults import crashpoint
+from exchange.kernel.clock import local_now
+from exchange.kernel.faults import crashpoint
 from exchange.pipeline.plan import run_dir_of, set_step
 from exchange.pipeline.staging import RunDir
-from exchange.quality.quarantine import judge_run, local_now, record_validation
+from exchange.quality.quarantine import judge_run, record_validation
 from exchange.workspace import Workspace
 from quality import Rule, evaluate, rules_for_resource
 from quality.rules import Unique

@@ -17,14 +17,15 @@ from sqlalchemy.orm import Session
 
 from exchange import audit
 from exchange.catalog.model import Resource
-from exchange.errors import BadInput, NotFound
+from exchange.kernel.clock import SHANGHAI, today
+from exchange.kernel.errors import BadInput, NotFound
+from exchange.kernel.workdays import add_working_days
 from exchange.pipeline import watermark
 from exchange.pipeline.staging import RunDir
 from exchange.quality.models import ErrorReport, ErrorReportDelivery
-from exchange.quality.quarantine import SHANGHAI, row_keys
+from exchange.quality.quarantine import row_keys
 from exchange.quality.tickets import checked_answer
 from exchange.store.models import Delivery, Subscription, utcnow
-from exchange.workdays import add_working_days
 from exchange.workspace import Workspace
 
 ANSWER_DAYS = 3  # the provider answers within 3 working days (001, 003 §10)
@@ -243,7 +244,7 @@ class ReportView:
 
 def list_reports(ws: Workspace, resource_code: str | None = None) -> list[ReportView]:
     """Reports, newest first, each with its fix deliveries."""
-    from exchange.pipeline.plan import active_subscriptions, today_shanghai
+    from exchange.pipeline.plan import active_subscriptions
 
     with ws.store.session() as s:
         q = sa.select(ErrorReport).order_by(ErrorReport.id.desc())
@@ -259,10 +260,10 @@ def list_reports(ws: Workspace, resource_code: str | None = None) -> list[Report
         ).scalars():
             fixes.setdefault(d.report_id, []).append(d)
     subs: dict[str, list[int]] = {}
-    today = today_shanghai()
+    day = today()
     for r in reports:
         if r.resource_code not in subs:
-            subs[r.resource_code] = [x.id for x in active_subscriptions(ws, r.resource_code, today)]
+            subs[r.resource_code] = [x.id for x in active_subscriptions(ws, r.resource_code, day)]
     return [ReportView(r, fixes.get(r.id, []), subs[r.resource_code]) for r in reports]
 
 

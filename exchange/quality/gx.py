@@ -22,9 +22,9 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from exchange.catalog.model import Resource
-from exchange.errors import NotFound
+from exchange.kernel.clock import local_now
+from exchange.kernel.errors import NotFound
 from exchange.pipeline.staging import RunDir
-from exchange.quality.quarantine import local_now
 from exchange.store.models import Run
 from exchange.workspace import Workspace
 from quality import rules_for_resource

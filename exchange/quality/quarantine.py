@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,14 +29,8 @@ from quality.resource_checks import (
     staleness,
 )
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 KEY_SEPARATOR = "|"
 INDEX_CHUNK = 5_000
-
-
-def local_now() -> dt.datetime:
-    """Wall-clock time in Asia/Shanghai, naive: what source timestamps are compared with."""
-    return dt.datetime.now(SHANGHAI).replace(tzinfo=None)
 
 
 def row_keys(batch: pa.RecordBatch | pa.Table, primary_key: Sequence[str]) -> pa.Array:

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 
 import sqlalchemy as sa
 
+from exchange.kernel.clock import local_naive, stored_day_start
+from exchange.kernel.workdays import WorkCalendar, default_calendar
 from exchange.quality.models import QualityRunStat
-from exchange.quality.quarantine import SHANGHAI
 from exchange.store.models import Run
-from exchange.workdays import WorkCalendar, default_calendar
 from exchange.workspace import Workspace
 from quality.rules import AUTHENTICITY, COMPLETENESS, CONSISTENCY, NORMATIVITY
 
@@ -58,14 +58,8 @@ class Score:
         return d
 
 
-def _local(t: dt.datetime) -> dt.datetime:
-    return t.replace(tzinfo=dt.UTC).astimezone(SHANGHAI).replace(tzinfo=None)
-
-
-def _utc(day: dt.date) -> dt.datetime:
-    """Start of a local day as naive UTC (how the store keeps times)."""
-    start = dt.datetime.combine(day, dt.time(0), SHANGHAI)
-    return start.astimezone(dt.UTC).replace(tzinfo=None)
+_local = local_naive
+_utc = stored_day_start  # start of a local day as naive UTC (how the store keeps times)
 
 
 def _slot(t: dt.datetime, cycle: str) -> object:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.registry import normalise_url
 from connectors.secrets import safe_url
-from exchange.errors import ConnectionFailed
+from exchange.kernel.errors import ConnectionFailed
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

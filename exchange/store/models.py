@@ -8,10 +8,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from exchange.kernel.clock import utcnow
 
-def utcnow() -> dt.datetime:
-    """Naive UTC: every time in the store is UTC (shown in Asia/Shanghai)."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+__all__ = ["utcnow"]  # re-exported: models default their times with it
 
 
 class Base(DeclarativeBase):

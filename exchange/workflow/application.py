@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 MAX_USAGE_DAYS = 1095  # 001: 最长不超过 1095 天
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

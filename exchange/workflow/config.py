@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from exchange.errors import BadInput
+from exchange.kernel.errors import BadInput
 
 POLICIES = ("reject", "approve")
 

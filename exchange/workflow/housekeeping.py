@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from exchange import audit
+from exchange.kernel.workdays import WorkCalendar
 from exchange.store import Store
 from exchange.store.locks import serialize
 from exchange.store.models import Subscription, utcnow
-from exchange.workdays import WorkCalendar
 from exchange.workflow import notifications, sla
 from exchange.workflow import states as st
 from exchange.workflow.config import WorkflowSettings

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from exchange import audit
 from exchange.catalog.model import Resource
-from exchange.errors import BadInput, Forbidden, IllegalTransition, NotFound
+from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition, NotFound
 from exchange.store.locks import serialize
 from exchange.store.models import Subscription, utcnow
 from exchange.subscriptions import check_grant, check_target_free

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from exchange import audit
-from exchange.workdays import SHANGHAI, Deadline, WorkCalendar, default_calendar
+from exchange.kernel.clock import day_end, in_shanghai
+from exchange.kernel.workdays import Deadline, WorkCalendar, default_calendar
 from exchange.workflow import notifications
 from exchange.workflow.models import SlaClock
 
@@ -37,9 +38,7 @@ REMINDER_INTERVAL = {  # 000: reminders to a pending reviewer, by urgency
 URGENCIES = tuple(REMINDER_INTERVAL)
 
 
-def local(t: dt.datetime) -> dt.datetime:
-    """A stored (naive UTC) time in Asia/Shanghai."""
-    return t.replace(tzinfo=dt.UTC).astimezone(SHANGHAI)
+local = in_shanghai  # a stored (naive UTC) time in Asia/Shanghai
 
 
 def local_day(t: dt.datetime) -> dt.date:
@@ -49,7 +48,7 @@ def local_day(t: dt.datetime) -> dt.date:
 
 def end_of_local_day(day: dt.date) -> dt.datetime:
     """23:59:59 Asia/Shanghai of ``day`` as a stored (naive UTC) time."""
-    return Deadline(dt.datetime.combine(day, dt.time(23, 59, 59), SHANGHAI)).utc
+    return Deadline(day_end(day)).utc
 
 
 def show(t: dt.datetime | None, provisional: bool = False) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from exchange.errors import IllegalTransition
+from exchange.kernel.errors import IllegalTransition
 
 APPLIED = "applied"
 UNDER_REVIEW = "under_review"

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from exchange import audit
-from exchange.errors import BadInput, NotFound, Unauthorized
+from exchange.kernel.errors import BadInput, NotFound, Unauthorized
 from exchange.store.models import utcnow
 from exchange.workflow.models import ApiToken, User
 

@@ -3,6 +3,11 @@
 * ``BadInput``: fix the catalog, the command line or the data; retrying will not help (exit 2).
 * ``Retriable``: a front-end node or the metadata store was unreachable; retry later.
 * ``DeliveryFailed``: one subscriber could not be served; the others went on (exit 1).
+* ``RunHeld``: quality held the whole run back; nothing was delivered (exit 1).
+
+``terminal`` says whether trying the same call again could change the outcome: a scheduler
+retries only errors that are not terminal (bad input, a quality verdict, access denied, a
+rejected host key or a missing file are the same on every try).
 
 Messages never carry secrets: connection errors are built from the node name and the
 driver's message with every credential removed (see ``connectors.secrets``).
@@ -14,9 +19,19 @@ from __future__ import annotations
 class ExchangeError(Exception):
     """Base of every error the engine raises on purpose."""
 
+    #: A retry cannot change this outcome (Airflow fails the task without retrying).
+    terminal: bool = False
+
+
+def is_terminal(exc: BaseException) -> bool:
+    """Whether retrying the call that raised ``exc`` is pointless."""
+    return bool(getattr(exc, "terminal", False))
+
 
 class BadInput(ExchangeError):
     """The input is wrong: a catalog, a command-line argument or a source value."""
+
+    terminal = True
 
 
 class CatalogError(BadInput):
@@ -57,6 +72,17 @@ class ConnectionFailed(Retriable):
 
 class RunInProgress(Retriable):
     """Another run of the same resource holds the lock."""
+
+
+class RunHeld(ExchangeError):
+    """Quality held a run back (too many bad rows, an implausible row count): no subscriber
+    received anything, watermarks stayed. Terminal: a retry cannot change the verdict."""
+
+    terminal = True
+
+    def __init__(self, run_id: str, resource: str, why: str):
+        self.run_id, self.resource, self.why = run_id, resource, why
+        super().__init__(f"resource {resource} run {run_id} held back: {why}")
 
 
 class DeliveryFailed(ExchangeError):

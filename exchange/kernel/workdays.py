@@ -23,14 +23,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import chinese_calendar
 import yaml
 
-from exchange.errors import BadInput
+from exchange.kernel.clock import SHANGHAI, in_shanghai
+from exchange.kernel.errors import BadInput
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 FIXED_HOLIDAYS = {(1, 1), (5, 1), (10, 1), (10, 2), (10, 3)}
 ENV = "EXCHANGE_CALENDAR"
 
@@ -145,9 +144,7 @@ def _library_knows(year: int) -> bool:
 
 def _as_shanghai(t: dt.datetime) -> dt.datetime:
     """Aware times are converted; naive ones are UTC, as everywhere in the store."""
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    return t.astimezone(SHANGHAI)
+    return in_shanghai(t)
 
 
 _default: tuple[tuple[str, int], WorkCalendar] | None = None

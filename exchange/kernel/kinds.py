@@ -1,0 +1,31 @@
+"""The registries' declarations: which kinds of node and resource exist, and which logical
+field types. Each is declared here once; the dialect registry, the transport registry, the
+connection types, the JSON Schema's enums and the resource-kind steps are checked against
+these by ``tests/test_registries.py``, which names whatever a new kind forgot.
+"""
+
+from __future__ import annotations
+
+#: Front-end databases (前置库): one dialect module each under ``connectors/``.
+DATABASE_KINDS: tuple[str, ...] = ("postgresql", "mysql", "oracle", "sqlite")
+#: File nodes (FTP/SFTP directories of a front-end machine, or a local directory).
+FILE_NODE_KINDS: tuple[str, ...] = ("sftp", "ftp", "ftps", "local")
+NODE_KINDS: tuple[str, ...] = DATABASE_KINDS + FILE_NODE_KINDS
+
+#: Resource kinds (库表 / 文件 / 文件夹 / 服务接口).
+RESOURCE_KINDS: tuple[str, ...] = ("table", "file", "folder", "api")
+
+#: Logical field types of the catalog, mapped to each dialect's and Arrow's types.
+LOGICAL_TYPES: tuple[str, ...] = (
+    "smallint",
+    "integer",
+    "bigint",
+    "decimal",
+    "double",
+    "varchar",
+    "char",
+    "text",
+    "date",
+    "timestamp",
+    "boolean",
+)
