@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from exchange.flow import run_resource
 from exchange.kernel.settings import Settings
-from exchange.pipeline.runner import run_resource
 from exchange.workspace import Workspace
 
 

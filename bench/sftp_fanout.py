@@ -195,13 +195,9 @@ def engine_fanout(
 ) -> dict[str, float]:
     """The engine's own steps, timed one by one (with ``baseline``: each right after OpenSSH
     moved the same file the same way, so that both meet the same page cache and disk)."""
-    from exchange.files.plan import plan_files
-    from exchange.files.pull import pull
-    from exchange.files.push import push_subscriber
+    from exchange import flow
     from exchange.kernel.settings import Settings
-    from exchange.pipeline.plan import run_dir_of
-    from exchange.pipeline.record import finish
-    from exchange.subscriptions import add_subscription
+    from exchange.workflow.grants import add_subscription
     from exchange.workspace import Workspace
 
     home = work / f"home-{verify}"
@@ -237,7 +233,7 @@ resources:
     for i in (1, 2, 3):
         add_subscription(ws, CODE, f"sub{i}", [], until, target_dir="in")
     out: dict[str, float] = {}
-    run_id = plan_files(ws, CODE)
+    run = flow.plan(ws, CODE)
     src = work / "provider/big.bin"
     if baseline:  # OpenSSH on the same file, right before the engine, on the same disk state
         out["pull:openssh"] = sshd.sftp(f"get {src} {work}/openssh-down.bin")
@@ -249,23 +245,22 @@ resources:
     with _TransferClock() as clock:
         os.sync()
         t0 = time.perf_counter()
-        pull(ws, run_id)
+        flow.extract(ws, run)
         out["pull"] = time.perf_counter() - t0
         out["pull:transfer"] = clock.take()
-        _, rd = run_dir_of(ws, run_id)
-        for d in rd.plan()["deliveries"]:
-            node = d["node"]
+        for d in run.plan.deliveries:
+            node = d.node
             if baseline:
                 there = work / f"{node}-{verify}"
                 out[f"{node}:openssh"] = sshd.sftp(f"put {src} {there}/openssh-up.bin")
                 (there / "openssh-up.bin").unlink()
             os.sync()
             t0 = time.perf_counter()
-            result = push_subscriber(ws, run_id, d["subscription_id"])
+            result = flow.deliver(ws, run, d.subscription_id)
             out[node] = time.perf_counter() - t0
             out[f"{node}:transfer"] = clock.take()
             assert result.status == "delivered", result.error
-    summary = finish(ws, run_id)
+    summary = flow.record(ws, run)
     assert summary.status == "succeeded"
     ws.close()
     shutil.rmtree(home, ignore_errors=True)

@@ -31,15 +31,11 @@ from pathlib import Path
 
 import yaml
 
+from exchange import flow
 from exchange.demo.registry import COLUMNS
 from exchange.kernel.clock import local_now
 from exchange.kernel.settings import Settings
-from exchange.pipeline.extract import extract
-from exchange.pipeline.load import load_subscriber
-from exchange.pipeline.plan import plan
-from exchange.pipeline.record import finish
-from exchange.pipeline.validate import validate
-from exchange.subscriptions import add_subscription
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from quality import evaluate, rules_for_resource
 from quality.rules import Unique
@@ -150,11 +146,11 @@ def rules_alone(rows: int) -> tuple[float, int]:
 def one_run(ws: Workspace, sub_id: int, label: str, full: bool) -> dict[str, float]:
     """Plan, extract, validate, load, record, each step timed; print and return the figures."""
     print(f"{label}:", flush=True)
-    run_id = plan(ws, CODE, full=full)
-    rows, t_extract = timed("extract", lambda: extract(ws, run_id))
-    checked, t_validate = timed("validate", lambda: validate(ws, run_id))
-    loaded, t_load = timed("load", lambda: load_subscriber(ws, run_id, sub_id))
-    summary = finish(ws, run_id)
+    run = flow.plan(ws, CODE, full=full)
+    rows, t_extract = timed("extract", lambda: flow.extract(ws, run).rows)
+    checked, t_validate = timed("validate", lambda: flow.validate(ws, run))
+    loaded, t_load = timed("load", lambda: flow.deliver(ws, run, sub_id))
+    summary = flow.record(ws, run)
     assert loaded.status == "delivered", loaded
     assert checked.valid + checked.quarantined == rows
     share = t_validate / (t_extract + t_load)

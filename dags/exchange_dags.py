@@ -32,7 +32,7 @@ from airflow.sdk.log import mask_secret
 
 from exchange import orchestration as orch
 from exchange.catalog import Resource, load_catalog
-from exchange.kernel.errors import BadInput, DeliveryFailed
+from exchange.kernel.errors import DeliveryFailed, ExchangeError, is_terminal
 
 START = pendulum.datetime(2026, 1, 1, tz=orch.TIMEZONE)
 DEFAULT_ARGS: dict[str, Any] = {
@@ -45,11 +45,14 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 
 def _final(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a step; bad input (catalog, data) fails at once, since retrying cannot fix it."""
+    """Run a step; a terminal error (bad input, a run held back by quality, access denied, a
+    rejected host key) fails at once, since retrying cannot change it."""
     try:
         return fn(*args, **kwargs)
-    except BadInput as exc:
-        raise AirflowFailException(str(exc)) from exc
+    except ExchangeError as exc:
+        if is_terminal(exc):
+            raise AirflowFailException(str(exc)) from exc
+        raise
 
 
 def _schedule(resource: Resource) -> Any:

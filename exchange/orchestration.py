@@ -21,16 +21,15 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from connectors.resolve import resolve_url
+from exchange import flow
 from exchange.catalog.model import Catalog, Resource
 from exchange.kernel.clock import today
-from exchange.kernel.errors import BadInput, DeliveryFailed
+from exchange.kernel.errors import BadInput, DeliveryFailed, RunHeld
+from exchange.runs.handle import RunHandle
 from exchange.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-# Resource kinds that get a DAG (file and folder resources run exchange/files/ steps in the same
-# task shape); api resources are served on request, never scheduled.
-DAG_KINDS: frozenset[str] = frozenset({"table", "file", "folder"})
 DAG_PREFIX = "exchange_"
 POOL_PREFIX = "exchange_fe_"
 HOUSEKEEPING_DAG_ID = "exchange_housekeeping"
@@ -146,7 +145,7 @@ def dag_resources(catalog: Catalog) -> list[Resource]:
     return [
         catalog.resources[c]
         for c in sorted(catalog.resources)
-        if catalog.resources[c].kind in DAG_KINDS
+        if catalog.resources[c].kind in flow.STEPS  # api resources are served, not run
     ]
 
 
@@ -239,105 +238,44 @@ def plan_step(
     catalog_path: str | Path, code: str, *, full: bool = False, mask: Mask | None = None
 ) -> dict[str, Any]:
     """Plan (or resume) a run: its id, its directory and the subscriptions to serve."""
-    from exchange.pipeline.plan import plan, run_dir_of
-
-    ws = open_workspace(catalog_path)
-    try:
-        resource = ws.catalog.resource(code)
-        _mask_nodes(ws, [resource.provider], mask)
-        if resource.files is not None:
-            from exchange.files.plan import plan_files
-
-            run_id = plan_files(ws, code, full=full)
-        else:
-            run_id = plan(ws, code, full=full)
-        _, rd = run_dir_of(ws, run_id)
-        subs = [int(d["subscription_id"]) for d in rd.plan()["deliveries"]]
-        return {"run_id": run_id, "run_dir": str(rd.path), "subscriptions": subs}
-    finally:
-        ws.close()
+    with open_workspace(catalog_path) as ws:
+        _mask_nodes(ws, [ws.catalog.resource(code).provider], mask)
+        return flow.describe(flow.plan(ws, code, full=full))
 
 
 def subscribers_step(catalog_path: str | Path, run_id: str) -> list[int]:
     """The subscription ids the run's plan serves (one mapped load task each)."""
-    from exchange.pipeline.plan import run_dir_of
-
-    ws = open_workspace(catalog_path)
-    try:
-        _, rd = run_dir_of(ws, run_id)
-        return [int(d["subscription_id"]) for d in rd.plan()["deliveries"]]
-    finally:
-        ws.close()
-
-
-def _is_files(ws: Workspace, run_id: str) -> bool:
-    from exchange.pipeline.plan import run_dir_of
-
-    run, _ = run_dir_of(ws, run_id)
-    return ws.catalog.resource(run.resource_code).files is not None
-
-
-def _run_nodes(ws: Workspace, run_id: str) -> tuple[str, list[str]]:
-    from exchange.pipeline.plan import run_dir_of
-
-    run, rd = run_dir_of(ws, run_id)
-    provider = ws.catalog.resource(run.resource_code).provider
-    return provider, [d["node"] for d in rd.plan()["deliveries"]]
+    with open_workspace(catalog_path) as ws:
+        return RunHandle.open(ws, run_id).plan.subscription_ids
 
 
 def extract_step(catalog_path: str | Path, run_id: str, mask: Mask | None = None) -> dict[str, Any]:
-    """Extract once from the provider; the Parquet file's path and row count."""
-    from exchange.pipeline.extract import extract
-    from exchange.pipeline.plan import run_dir_of
-
-    ws = open_workspace(catalog_path)
-    try:
-        provider, _ = _run_nodes(ws, run_id)
-        _mask_nodes(ws, [provider], mask)
-        _, rd = run_dir_of(ws, run_id)
-        if _is_files(ws, run_id):  # pull every new or changed file once
-            from exchange.files.pull import pull
-
-            got = pull(ws, run_id)
-            return {
-                "run_id": run_id,
-                "files": got.pulled,
-                "held_back": got.held_back,
-                "bytes": got.bytes,
-                "path": str(rd.path / "files"),
-            }
-        rows = extract(ws, run_id)
-        return {"run_id": run_id, "rows": rows, "path": str(rd.part("extract"))}
-    finally:
-        ws.close()
+    """Extract once from the provider (rows, or new and changed files); what was staged."""
+    with open_workspace(catalog_path) as ws:
+        run = RunHandle.open(ws, run_id)
+        _mask_nodes(ws, [run.resource.provider], mask)
+        got = flow.extract(ws, run)
+    out: dict[str, Any] = {"run_id": run_id, "rows": got.rows, "path": got.path}
+    if run.resource.files is not None:
+        out.update(files=got.files, held_back=got.files_held_back, bytes=got.bytes)
+    return out
 
 
 def validate_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
-    """Validate the extracted rows; the valid file's path and the counts."""
-    from exchange.pipeline.plan import run_dir_of
-    from exchange.pipeline.validate import validate
-
-    ws = open_workspace(catalog_path)
-    try:
-        _, rd = run_dir_of(ws, run_id)
-        if _is_files(ws, run_id):
-            tables = {
-                d["subscription_id"] for d in rd.plan()["deliveries"] if d.get("kind") == "table"
-            }
-            if not tables:  # plain files: nothing to parse or check
-                return {"run_id": run_id, "valid": 0, "quarantined": 0, "path": None}
-            from exchange.files.tabular import to_table
-
-            to_table(ws, run_id, tables)
-        result = validate(ws, run_id)
-        return {
-            "run_id": run_id,
-            "valid": result.valid,
-            "quarantined": result.quarantined,
-            "path": str(rd.part("valid")),
-        }
-    finally:
-        ws.close()
+    """Validate the staged rows; the valid file's path and the counts. A run that quality
+    holds back raises ``RunHeld`` (terminal: the task fails without retries)."""
+    with open_workspace(catalog_path) as ws:
+        run = RunHandle.open(ws, run_id)
+        result = flow.validate(ws, run)
+        checked = flow.steps_for(run.resource).has_rows(run)
+    if result.held:
+        raise RunHeld(run_id, run.code, result.held)
+    return {
+        "run_id": run_id,
+        "valid": result.valid,
+        "quarantined": result.quarantined,
+        "path": str(run.dir.part("valid")) if checked else None,
+    }
 
 
 def load_step(
@@ -345,24 +283,12 @@ def load_step(
 ) -> dict[str, Any]:
     """Deliver the run to one subscriber. A failed delivery raises ``DeliveryFailed``, so the
     scheduler retries this subscriber alone (the delivery marker keeps it exactly once)."""
-    from exchange.pipeline.load import load_subscriber, planned_delivery
-    from exchange.pipeline.plan import run_dir_of
-
-    ws = open_workspace(catalog_path)
-    try:
-        _, rd = run_dir_of(ws, run_id)
-        delivery = planned_delivery(rd, subscription_id)
-        _mask_nodes(ws, [delivery["node"]], mask)
-        if not _is_files(ws, run_id):
-            result = load_subscriber(ws, run_id, subscription_id)
-        elif delivery.get("kind") == "files":
-            from exchange.files.push import push_subscriber
-
-            result = push_subscriber(ws, run_id, subscription_id)
-        else:
-            result = _load_file_rows(ws, run_id, subscription_id)
-    finally:
-        ws.close()
+    with open_workspace(catalog_path) as ws:
+        run = RunHandle.open(ws, run_id)
+        _mask_nodes(ws, [run.plan.delivery(subscription_id).node], mask)
+        result = flow.deliver(ws, run, subscription_id)
+    if result.status == "held":
+        raise RunHeld(run_id, run.code, result.error or "held back")
     if result.status != "delivered":
         raise DeliveryFailed({subscription_id: result.error or "failed"})
     return {
@@ -375,40 +301,14 @@ def load_step(
     }
 
 
-def _load_file_rows(ws: Workspace, run_id: str, subscription_id: int) -> Any:
-    """A tabular file's rows to a table subscriber, as ``exchange.files.runner`` does."""
-    from exchange.files.pull import pulled_files
-    from exchange.files.push import record_files
-    from exchange.pipeline.load import load_subscriber
-    from exchange.pipeline.plan import run_dir_of
-    from exchange.pipeline.validate import validate
-
-    _, rd = run_dir_of(ws, run_id)
-    if getattr(validate(ws, run_id), "held", None):  # retrying cannot help: the files stay owed
-        raise BadInput(f"run {run_id}: quality held the rows back; nothing is loaded")
-    result = load_subscriber(ws, run_id, subscription_id)
-    if result.status == "delivered":
-        plan, pulled = rd.plan(), pulled_files(rd)
-        parsed = set(rd.read_done("extract").get("files", []))
-        mine = [
-            pulled[f["path"]]
-            for f in plan["files"]
-            if subscription_id in f["subscribers"] and f["path"] in parsed
-        ]
-        record_files(ws, run_id, subscription_id, mine)
-    return result
-
-
 def record_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
-    """Close the run. Raises ``DeliveryFailed`` naming every subscriber that was not served
-    (after its own retries), so the DAG run ends failed as the ledger says."""
-    from exchange.pipeline.record import finish
-
-    ws = open_workspace(catalog_path)
-    try:
-        summary = finish(ws, run_id)
-    finally:
-        ws.close()
+    """Close the run. Raises ``RunHeld`` when quality held it back, else ``DeliveryFailed``
+    naming every subscriber that was not served (after its own retries), so the DAG run ends
+    failed as the ledger says."""
+    with open_workspace(catalog_path) as ws:
+        summary = flow.record(ws, RunHandle.open(ws, run_id))
+    if summary.held:
+        raise RunHeld(run_id, summary.resource, summary.held)
     if summary.failures:
         raise DeliveryFailed(summary.failures)
     return {
@@ -478,12 +378,9 @@ def housekeeping_step(catalog_path: str | Path, now: dt.datetime) -> dict[str, A
     evaluation, expiry, suspension, ticket deadlines. Idempotent for the same ``now``."""
     from exchange.workflow.housekeeping import tick
 
-    ws = open_workspace(catalog_path)
-    try:
+    with open_workspace(catalog_path) as ws:
         report = tick(ws, now.astimezone(dt.UTC).replace(tzinfo=None))  # the store's naive UTC
         return {**_plain(report), "summary": str(report)}
-    finally:
-        ws.close()
 
 
 def daily_report_step(catalog_path: str | Path, now: dt.datetime) -> str | None:
@@ -491,13 +388,10 @@ def daily_report_step(catalog_path: str | Path, now: dt.datetime) -> str | None:
     from exchange.run_report import write_daily_run_report
 
     day = today(now) - dt.timedelta(days=1)
-    ws = open_workspace(catalog_path)
-    try:
+    with open_workspace(catalog_path) as ws:
         if (ws.settings.home / "reports" / f"runs-{day.isoformat()}.json").exists():
             return None
         return str(write_daily_run_report(ws, day))
-    finally:
-        ws.close()
 
 
 def parse_now(value: str | None) -> dt.datetime:

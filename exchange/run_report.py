@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from exchange.kernel.clock import TIMEZONE, stored_day_start
-from exchange.pipeline.staging import RunDir
+from exchange.runs.rundir import RunDir
 from exchange.store.models import AuditEvent, Delivery, Run
 from exchange.workspace import Workspace
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from exchange.files.status import file_dir
 from exchange.store.models import Delivery, Run, Subscription, Watermark
+from exchange.workflow.grants import file_dir
 from exchange.workspace import Workspace
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from exchange.kernel.settings import Settings
-from exchange.subscriptions import add_subscription
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 from tests.sources import RESOURCE_YAML, create_source, projection, registry, table_rows

@@ -17,7 +17,7 @@ import uvicorn
 
 from exchange import audit
 from exchange.api import create_app
-from exchange.pipeline.runner import run_resource
+from exchange.flow import run_resource
 from exchange.store.models import AuditEvent
 from exchange.workflow.users import revoke_tokens
 from exchange.workspace import Workspace

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from exchange.flow import run_resource
 from exchange.kernel.errors import ConnectionFailed, DataError
-from exchange.pipeline.runner import run_resource
-from exchange.subscriptions import add_subscription
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 

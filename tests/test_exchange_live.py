@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exchange.pipeline.runner import run_resource
-from exchange.subscriptions import add_subscription
+from exchange.flow import run_resource
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 from tests.sources import (

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from exchange.pipeline.runner import run_resource
-from exchange.subscriptions import add_subscription
+from exchange.flow import run_resource
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 
@@ -199,9 +199,9 @@ def test_quarantined_rows_are_not_delivered_and_are_kept_with_their_reasons(
     assert (summary.valid, summary.quarantined) == (1, 2)
     assert summary.valid + summary.quarantined == summary.extracted
     assert target_rows(tmp_path / "a.db") == [(1, "ok")]
-    from exchange.pipeline.plan import run_dir_of
+    from exchange.runs.handle import RunHandle
 
-    _, rd = run_dir_of(ws, summary.run_id)
+    rd = RunHandle.open(ws, summary.run_id).dir
     held = pq.read_table(rd.part("quarantine")).to_pylist()
     assert {r["id"]: r["_reasons"] for r in held} == {
         2: "max_length(20):name=" + "名" * 16 + "…",

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from exchange.files.models import FileDelivery
-from exchange.pipeline.runner import run_resource
-from exchange.subscriptions import add_subscription
+from exchange.flow import run_resource
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 from tests.servers.sftp import SFTPTestServer

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from exchange.files.tabular import detect_encoding
+from exchange.flow import run_resource
 from exchange.kernel.errors import DataError
-from exchange.pipeline.runner import run_resource
-from exchange.subscriptions import add_subscription
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 

@@ -15,7 +15,7 @@ import pytest
 from exchange import orchestration as orch
 from exchange.catalog.model import Resource
 from exchange.kernel.errors import BadInput, DeliveryFailed
-from exchange.subscriptions import add_subscription
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 from tests.sources import RESOURCE_YAML, create_source, projection, registry, table_rows

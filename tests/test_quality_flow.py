@@ -14,16 +14,16 @@ import pytest
 import sqlalchemy as sa
 
 from exchange.demo.registry import COLUMNS
+from exchange.flow import run_resource
 from exchange.kernel.workdays import add_working_days
-from exchange.pipeline.plan import run_dir_of
-from exchange.pipeline.runner import run_resource
 from exchange.quality.error_reports import answer_report, file_report, show_report
 from exchange.quality.models import QualityRunStat, QualityTicket
 from exchange.quality.quarantine import list_quarantine
 from exchange.quality.scores import resource_scores
 from exchange.quality.tickets import answer_ticket, close_ticket, list_tickets, overdue
+from exchange.runs.handle import RunHandle
 from exchange.store.models import Delivery, Run, Watermark
-from exchange.subscriptions import add_subscription
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from tests.conftest import catalog_yaml
 from tests.sources import create_source, projection, registry, table_rows, upsert_source
@@ -124,7 +124,7 @@ def test_bad_rows_are_held_with_reasons_and_their_fix_reaches_every_subscriber(
     good = [r for r in rows if r[0] not in why]
     assert table_rows(mariadb_database, GRANT_A, "ent_a") == projection(good, GRANT_A)
     assert table_rows(pg_database, GRANT_B, "ent_b") == projection(good, GRANT_B)
-    _, rd = run_dir_of(ws, first.run_id)
+    rd = RunHandle.open(ws, first.run_id).dir
     held = pq.read_table(rd.part("quarantine")).to_pylist()
     assert {
         r["id"]: "; ".join(x.split("=")[0] for x in r["_reasons"].split("; ")) for r in held
@@ -304,7 +304,7 @@ def test_valid_rows_are_all_there_whether_the_first_bad_row_comes_late_or_never(
 
     late = run_resource(ws, "ENT")
 
-    _, rd = run_dir_of(ws, late.run_id)
+    rd = RunHandle.open(ws, late.run_id).dir
     assert pq.read_table(rd.part("valid")).column("id").to_pylist() == [
         i for i in range(1, 501) if i != 400
     ]
@@ -313,7 +313,7 @@ def test_valid_rows_are_all_there_whether_the_first_bad_row_comes_late_or_never(
     sqlite_source(registry([400], T1))  # fixed: the next run has no bad row at all
     clean = run_resource(ws, "ENT")
 
-    _, rd = run_dir_of(ws, clean.run_id)
+    rd = RunHandle.open(ws, clean.run_id).dir
     assert clean.quarantined == 0 and not rd.part("quarantine").exists()
     assert rd.part("valid").samefile(rd.part("extract"))  # the same file, not a copy
     # 400 is fixed; 500 ties on the old watermark and is extracted again (>=, never lost).

@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from exchange.pipeline.runner import run_resource
+from exchange.flow import run_resource
 from exchange.quality.gx import export_suite, run_report, suite_document, table_for_gx
-from exchange.subscriptions import add_subscription
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 from quality import rules_for_resource
 from quality.rules import Unique

@@ -231,7 +231,7 @@ def test_great_expectations_stays_off_the_run_path() -> None:
     import sys
 
     code = (
-        "import sys, exchange.cli.app, exchange.pipeline.runner, exchange.quality.scores; "
+        "import sys, exchange.cli.app, exchange.flow, exchange.quality.scores; "
         "print('great_expectations' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -16,14 +16,14 @@ import sqlalchemy as sa
 from alembic import command
 
 from exchange import audit
+from exchange.flow import run_resource
 from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition, NotFound
-from exchange.pipeline.runner import run_resource
 from exchange.store import Store, Subscription
 from exchange.store.db import _alembic_config, create_store_engine
-from exchange.subscriptions import add_subscription
 from exchange.workflow import service as svc
 from exchange.workflow import states as st
 from exchange.workflow.application import parse_application
+from exchange.workflow.grants import add_subscription
 from exchange.workflow.housekeeping import tick
 from exchange.workflow.models import DepartmentSuspension, Notification, SubscriptionTransition
 from exchange.workflow.users import Principal

@@ -16,9 +16,9 @@ from hypothesis import strategies as hs
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from exchange import audit
+from exchange.flow import run_resource
 from exchange.kernel.clock import today as shanghai_today
 from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition
-from exchange.pipeline.runner import run_resource
 from exchange.store.models import Delivery, Subscription, utcnow
 from exchange.workflow import service as svc
 from exchange.workflow import states as st

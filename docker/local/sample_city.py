@@ -85,7 +85,7 @@ def up(state: Path, rows: int) -> None:
     os.environ["EXCHANGE_DB_URL"] = pg_url(f"{STACK}_store")
     os.environ["EXCHANGE_HOME"] = str(state / "home")
     from exchange.demo.run import GRANTS
-    from exchange.subscriptions import add_subscription
+    from exchange.workflow.grants import add_subscription
     from exchange.workspace import Workspace
 
     ws = Workspace.open(catalog)  # migrates the store

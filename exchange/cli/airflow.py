@@ -19,14 +19,12 @@ from typing import Annotated
 
 import typer
 
+from exchange.cli.options import DEFAULT_CATALOG, CatalogOpt
 from exchange.kernel.errors import ExchangeError
 
-airflow_app = typer.Typer(no_args_is_help=True, help="Airflow pools and DAG ids from the catalog.")
-
-CatalogOpt = Annotated[
-    Path,
-    typer.Option("--catalog", "-c", envvar="EXCHANGE_CATALOG", help="Catalog YAML file."),
-]
+app = typer.Typer(
+    name="airflow", no_args_is_help=True, help="Airflow pools and DAG ids from the catalog."
+)
 
 
 def _airflow_command() -> list[str]:
@@ -40,9 +38,9 @@ def _airflow_command() -> list[str]:
     return [found]
 
 
-@airflow_app.command("pools")
+@app.command("pools")
 def pools(
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
     apply: Annotated[
         bool, typer.Option("--apply", help="Create or update them with `airflow pools import`.")
     ] = False,
@@ -80,8 +78,8 @@ def pools(
     console.print(f"{len(specs)} pools created or updated in Airflow")
 
 
-@airflow_app.command("dags")
-def dags(catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+@app.command("dags")
+def dags(catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
     """The DAG of each scheduled resource: id, schedule (Asia/Shanghai), pool, run deadline."""
     from exchange.catalog import load_catalog
     from exchange.cli.render import console

@@ -1,11 +1,14 @@
-"""``exchange``: demo, catalog validate, db upgrade, run, status, subscription, audit verify.
+"""``exchange``: the root of the command line and its own commands (serve, demo, run, status,
+catalog validate, db upgrade, audit verify); every other group lives in a module of its own
+(``subscription``, ``user``, ``clock``, ``quality``, ``airflow``), exposes a ``typer.Typer``
+named ``app`` and, for top-level commands, a ``register(root)``; all are wired below.
 
-Exit status: 0 all went well, 1 a subscriber (or a node) failed, 2 bad input.
+Exit status (``main``): 0 all went well, 1 a subscriber (or a node) failed or a run was held
+back, 2 bad input.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -13,8 +16,8 @@ from typing import Annotated
 
 import typer
 
-from exchange.cli.airflow import airflow_app
-from exchange.cli.quality import quality_app, quality_notes
+from exchange.cli import airflow, clock, quality, subscription, user
+from exchange.cli.options import DEFAULT_CATALOG, CatalogOpt, store, workspace
 from exchange.cli.render import (
     ProgressReporter,
     console,
@@ -24,7 +27,6 @@ from exchange.cli.render import (
     runs_table,
     subscribers_table,
 )
-from exchange.cli.workflow import register as register_workflow
 from exchange.kernel.errors import BadInput, CatalogError, ExchangeError
 
 app = typer.Typer(
@@ -33,28 +35,43 @@ app = typer.Typer(
     add_completion=False,
     help="Data-exchange engine for city government front-end machines.",
 )
-catalog_app = typer.Typer(no_args_is_help=True, help="Validate catalog files.")
-db_app = typer.Typer(no_args_is_help=True, help="The metadata store.")
-sub_app = typer.Typer(no_args_is_help=True, help="Subscriptions to resources.")
-audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
-app.add_typer(catalog_app, name="catalog")
-app.add_typer(db_app, name="db")
-app.add_typer(sub_app, name="subscription")
-app.add_typer(audit_app, name="audit")
-app.add_typer(airflow_app, name="airflow")
-app.add_typer(quality_app, name="quality")
-register_workflow(app, sub_app)  # subscription apply/review/..., sla, tick, calendar, user, serve
+catalog_app = typer.Typer(name="catalog", no_args_is_help=True, help="Validate catalog files.")
+db_app = typer.Typer(name="db", no_args_is_help=True, help="The metadata store.")
+audit_app = typer.Typer(name="audit", no_args_is_help=True, help="The hash-chained audit log.")
 
-CatalogOpt = Annotated[
-    Path,
-    typer.Option("--catalog", "-c", envvar="EXCHANGE_CATALOG", help="Catalog YAML file."),
-]
+# -- every group, in one place and one way (the order is the order of `exchange --help`) ------
+
+GROUPS = (
+    catalog_app,
+    db_app,
+    subscription.app,
+    audit_app,
+    airflow.app,
+    quality.app,
+    clock.app,
+    user.app,
+)
+for group in GROUPS:
+    app.add_typer(group)
+clock.register(app)  # exchange sla, exchange tick: listed before the root's own commands
 
 
-def _workspace(catalog: Path):  # type: ignore[no-untyped-def]
-    from exchange.workspace import Workspace
+# -- the root's own commands ------------------------------------------------------------------
 
-    return Workspace.open(catalog)
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Run the REST API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from exchange.api import create_app
+
+    with workspace(catalog) as ws:
+        uvicorn.run(create_app(ws), host=host, port=port, log_level="info")
 
 
 @app.command()
@@ -102,6 +119,44 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command()
+def run(
+    resource: str,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+    full: Annotated[
+        bool, typer.Option("--full", help="Re-extract everything and reconcile.")
+    ] = False,
+) -> None:
+    """Exchange one resource now: extract once, validate, deliver to every subscriber."""
+    from exchange.flow import run_resource
+
+    with workspace(catalog) as ws:
+        with ProgressReporter() as reporter:
+            summary = run_resource(ws, resource, full=full, reporter=reporter)
+        console.print(run_table(summary, reporter.results))
+        console.print(
+            f"extracted {summary.extracted:,}, valid {summary.valid:,}, "
+            f"quarantined {summary.quarantined:,}"
+        )
+        for note in quality.quality_notes(summary):
+            console.print(note, markup=False, highlight=False)
+    if summary.failures or summary.held:
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    resource: Annotated[str | None, typer.Argument()] = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Last runs, and per subscriber its watermark, rows delivered and last failure."""
+    from exchange.status import recent_runs, subscriber_status
+
+    with workspace(catalog) as ws:
+        console.print(runs_table(recent_runs(ws, resource)))
+        console.print(subscribers_table(subscriber_status(ws, resource)))
+
+
 @catalog_app.command("validate")
 def catalog_validate(path: Path) -> None:
     """Check a catalog file; list every problem as file:line key.path: message."""
@@ -123,127 +178,12 @@ def db_upgrade() -> None:
     console.print(f"{safe_url(engine.url)}: {'upgraded to' if changed else 'already at'} head")
 
 
-@app.command()
-def run(
-    resource: str,
-    catalog: CatalogOpt = Path("catalog.yaml"),
-    full: Annotated[
-        bool, typer.Option("--full", help="Re-extract everything and reconcile.")
-    ] = False,
-) -> None:
-    """Exchange one resource now: extract once, validate, deliver to every subscriber."""
-    from exchange.pipeline.runner import run_resource
-
-    ws = _workspace(catalog)
-    try:
-        with ProgressReporter() as reporter:
-            summary = run_resource(ws, resource, full=full, reporter=reporter)
-        console.print(run_table(summary, reporter.results))
-        console.print(
-            f"extracted {summary.extracted:,}, valid {summary.valid:,}, "
-            f"quarantined {summary.quarantined:,}"
-        )
-        for note in quality_notes(summary):
-            console.print(note, markup=False, highlight=False)
-    finally:
-        ws.close()
-    if summary.failures or summary.held:
-        raise typer.Exit(1)
-
-
-@app.command()
-def status(
-    resource: Annotated[str | None, typer.Argument()] = None,
-    catalog: CatalogOpt = Path("catalog.yaml"),
-) -> None:
-    """Last runs, and per subscriber its watermark, rows delivered and last failure."""
-    from exchange.status import recent_runs, subscriber_status
-
-    ws = _workspace(catalog)
-    try:
-        console.print(runs_table(recent_runs(ws, resource)))
-        console.print(subscribers_table(subscriber_status(ws, resource)))
-    finally:
-        ws.close()
-
-
-@sub_app.command("add")
-def subscription_add(
-    resource: str,
-    node: Annotated[str, typer.Option(help="The requester's front-end node.")],
-    until: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="Last day of use.")],
-    fields: Annotated[str, typer.Option(help="Granted fields, comma-separated.")] = "",
-    table: Annotated[str | None, typer.Option(help="Target table (default: source name).")] = None,
-    schema: Annotated[str | None, typer.Option(help="Target schema.")] = None,
-    target_dir: Annotated[
-        str | None, typer.Option("--dir", help="Target directory on a file node.")
-    ] = None,
-    catalog: CatalogOpt = Path("catalog.yaml"),
-) -> None:
-    """Add a subscription approved outside the workflow: it starts in implementation."""
-    from exchange.subscriptions import add_subscription
-
-    ws = _workspace(catalog)
-    try:
-        names = [f.strip() for f in fields.split(",") if f.strip()]
-        sub = add_subscription(
-            ws, resource, node, names, until.date(), target_table=table, target_schema=schema,
-            target_dir=target_dir,
-        )  # fmt: skip
-        if target_dir is not None or not sub.fields:
-            from exchange.files.status import describe_target
-
-            console.print(
-                f"subscription {sub.id}: {resource} -> {describe_target(ws, sub)} "
-                f"until {sub.valid_until}"
-            )
-            return
-        console.print(
-            f"subscription {sub.id}: {resource} -> {node}.{sub.target_table} "
-            f"({', '.join(sub.fields)}) until {sub.valid_until}"
-        )
-    finally:
-        ws.close()
-
-
-@sub_app.command("list")
-def subscription_list(
-    resource: Annotated[str | None, typer.Argument()] = None,
-    catalog: CatalogOpt = Path("catalog.yaml"),
-) -> None:
-    """List subscriptions."""
-    from rich.table import Table
-
-    from exchange.subscriptions import list_subscriptions
-
-    ws = _workspace(catalog)
-    try:
-        t = Table(title="subscriptions")
-        for col in ("id", "resource", "node.table", "fields", "status", "valid until"):
-            t.add_column(col, overflow="fold")
-        for s in list_subscriptions(ws, resource):
-            t.add_row(
-                str(s.id),
-                s.resource_code,
-                f"{s.subscriber_node}.{s.target_table}",
-                ", ".join(s.fields),
-                s.status,
-                str(s.valid_until),
-            )
-        console.print(t)
-    finally:
-        ws.close()
-
-
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the audit chain; name the first broken link."""
     from exchange import audit
-    from exchange.kernel.settings import Settings
-    from exchange.store import Store
 
-    store = Store(Settings.from_env().db_url)
-    with store.session() as s:
+    with store() as st, st.session() as s:
         check = audit.verify(s)
     if check.broken_id is not None:
         errors.print(f"audit chain broken at event {check.broken_id}: {check.reason}")
@@ -252,7 +192,12 @@ def audit_verify() -> None:
 
 
 def main() -> None:
-    """Console entry point: map the error hierarchy to exit codes and plain messages."""
+    """Console entry point: map the error hierarchy to exit codes and plain messages.
+
+    A catalog that does not validate lists every problem (2); other bad input (2); every other
+    error of the engine (1), a run held back by quality (``RunHeld``) and failed deliveries
+    among them. Exit statuses a command raises itself (``typer.Exit``) pass through.
+    """
     os.environ.setdefault("SQLALCHEMY_WARN_20", "0")
     try:
         app()
@@ -263,6 +208,6 @@ def main() -> None:
     except BadInput as exc:
         errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except ExchangeError as exc:
+    except ExchangeError as exc:  # RunHeld, DeliveryFailed, Forbidden, Retriable, ...
         errors.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -15,25 +15,27 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from exchange.cli.options import DEFAULT_CATALOG, CatalogOpt, split_list, workspace
 from exchange.cli.render import console, local
 from exchange.kernel.errors import BadInput
 
 if TYPE_CHECKING:
-    from exchange.pipeline.record import RunSummary
-    from exchange.workspace import Workspace
+    from exchange.runs.record import RunSummary
 
-quality_app = typer.Typer(
-    no_args_is_help=True, help="Data quality: quarantine, tickets, error reports, scores, GX."
+app = typer.Typer(
+    name="quality",
+    no_args_is_help=True,
+    help="Data quality: quarantine, tickets, error reports, scores, GX.",
 )
-ticket_app = typer.Typer(no_args_is_help=True, help="Answer and close quality tickets.")
-report_app = typer.Typer(no_args_is_help=True, help="Error reports (纠错) from requesters.")
-quality_app.add_typer(ticket_app, name="ticket")
-quality_app.add_typer(report_app, name="error-report")
+ticket_app = typer.Typer(
+    name="ticket", no_args_is_help=True, help="Answer and close quality tickets."
+)
+report_app = typer.Typer(
+    name="error-report", no_args_is_help=True, help="Error reports (纠错) from requesters."
+)
+app.add_typer(ticket_app)
+app.add_typer(report_app)
 
-CatalogOpt = Annotated[
-    Path,
-    typer.Option("--catalog", "-c", envvar="EXCHANGE_CATALOG", help="Catalog YAML file."),
-]
 RESOLUTION_HELP = "fixed_at_source | accepted | will_not_fix"
 
 
@@ -52,20 +54,14 @@ def quality_notes(summary: RunSummary) -> list[str]:
     return notes
 
 
-def _workspace(catalog: Path) -> Workspace:
-    from exchange.workspace import Workspace
-
-    return Workspace.open(catalog)
-
-
 def _deadline(at: dt.datetime, provisional: bool) -> str:
     return local(at) + (" (provisional)" if provisional else "")
 
 
-@quality_app.command("quarantine")
+@app.command("quarantine")
 def quarantine(
     resource: str,
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
     all_rows: Annotated[
         bool, typer.Option("--all", help="Include rows released by a later run.")
     ] = False,
@@ -74,11 +70,8 @@ def quarantine(
     """Rows of RESOURCE held in quarantine, with every reason (newest first)."""
     from exchange.quality.quarantine import list_quarantine
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         total, rows = list_quarantine(ws, resource, include_released=all_rows, limit=limit)
-    finally:
-        ws.close()
     t = Table(title=f"quarantine of {resource}: {total:,} rows held")
     for col in ("run", "row key", "reasons", "since", "released by"):
         t.add_column(col, overflow="fold")
@@ -87,10 +80,10 @@ def quarantine(
     console.print(t)
 
 
-@quality_app.command("tickets")
+@app.command("tickets")
 def tickets(
     resource: Annotated[str | None, typer.Argument()] = None,
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
     status: Annotated[str | None, typer.Option(help="open | answered | closed")] = None,
     overdue_only: Annotated[
         bool, typer.Option("--overdue", help="Only open tickets past their deadline.")
@@ -100,15 +93,12 @@ def tickets(
     from exchange.quality.tickets import list_tickets, overdue
     from exchange.store.models import utcnow
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         now = utcnow()
         with ws.store.session() as s:
             found = list_tickets(
                 s, resource, status=status, overdue_at=now if overdue_only else None
             )
-    finally:
-        ws.close()
     t = Table(title="quality tickets")
     for col in ("id", "resource", "provider", "status", "due (Asia/Shanghai)", "rows",
                 "by rule", "sample keys", "findings", "answer"):  # fmt: skip
@@ -139,39 +129,29 @@ def ticket_answer(
     resolution: Annotated[str, typer.Option(help=RESOLUTION_HELP)],
     reason: Annotated[str, typer.Option(help="Why: what was fixed, or why it stays.")],
     by: Annotated[str, typer.Option(help="Who answers.")] = "provider",
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
     """The provider's answer to a ticket."""
     from exchange.quality.tickets import answer_ticket
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         with ws.store.session() as s:
             k = answer_ticket(s, ticket_id, resolution, reason, by)
             late = k.answered_at is not None and k.answered_at > k.due_at
-    finally:
-        ws.close()
     console.print(
         f"ticket {ticket_id}: answered ({resolution}){' after its deadline' if late else ''}"
     )
 
 
 @ticket_app.command("close")
-def ticket_close(ticket_id: int, catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+def ticket_close(ticket_id: int, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
     """Close an answered ticket."""
     from exchange.quality.tickets import close_ticket
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         with ws.store.session() as s:
             close_ticket(s, ticket_id)
-    finally:
-        ws.close()
     console.print(f"ticket {ticket_id}: closed")
-
-
-def _csv_list(text: str) -> list[str]:
-    return [p.strip() for p in text.split(",") if p.strip()]
 
 
 @report_app.command("add")
@@ -187,25 +167,22 @@ def report_add(
     discovered: Annotated[
         dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="When it was found.")
     ] = None,
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
     """File an error report on rows a requester received."""
     from exchange.quality.error_reports import file_report
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         r = file_report(
             ws,
             resource,
-            _csv_list(keys),
-            _csv_list(fields),
+            split_list(keys),
+            split_list(fields),
             description,
             subscription_id=subscription,
             reporter=reporter,
             discovered_on=discovered.date() if discovered else None,
         )
-    finally:
-        ws.close()
     console.print(
         f"error report {r.id} on {resource} ({len(r.row_keys)} rows): the provider answers by "
         f"{_deadline(r.due_at, r.due_provisional)}"
@@ -218,47 +195,38 @@ def report_answer(
     report_id: int,
     resolution: Annotated[str, typer.Option(help=RESOLUTION_HELP)],
     reason: Annotated[str, typer.Option(help="What was done, or why not.")],
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
     """The provider's answer to an error report."""
     from exchange.quality.error_reports import answer_report
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         r = answer_report(ws, report_id, resolution, reason)
-    finally:
-        ws.close()
     late = r.answered_at is not None and r.answered_at > r.due_at
     console.print(f"error report {report_id}: answered ({resolution}){' late' if late else ''}")
 
 
 @report_app.command("close")
-def report_close(report_id: int, catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+def report_close(report_id: int, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
     """Close an answered error report."""
     from exchange.quality.error_reports import close_report
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         close_report(ws, report_id)
-    finally:
-        ws.close()
     console.print(f"error report {report_id}: closed")
 
 
 @report_app.command("list")
 def report_list(
     resource: Annotated[str | None, typer.Argument()] = None,
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
     """Error reports, their deadlines, and how far their fix has reached."""
     from exchange.quality.error_reports import list_reports
     from exchange.store.models import utcnow
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         views = list_reports(ws, resource)
-    finally:
-        ws.close()
     now = utcnow()
     t = Table(title="error reports")
     for col in ("id", "resource", "reporter", "rows", "fields", "status", "answer by",
@@ -283,15 +251,12 @@ def report_list(
 
 
 @report_app.command("show")
-def report_show(report_id: int, catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+def report_show(report_id: int, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
     """One error report and every delivery that carried its fix."""
     from exchange.quality.error_reports import show_report
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         v = show_report(ws, report_id)
-    finally:
-        ws.close()
     r = v.report
     console.print(
         f"error report {r.id} on {r.resource_code} by {r.reporter}: {r.status}\n"
@@ -326,10 +291,10 @@ def _period(
     return start, end
 
 
-@quality_app.command("scores")
+@app.command("scores")
 def scores(
     resource: Annotated[str | None, typer.Argument()] = None,
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
     since: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"])] = None,
     until: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"])] = None,
     period: Annotated[str | None, typer.Option(help="A month, e.g. 2026-11.")] = None,
@@ -342,11 +307,8 @@ def scores(
     if fmt not in ("table", "csv", "json"):
         raise BadInput(f"--format must be table, csv or json, not {fmt!r}")
     start, end = _period(since, until, period)
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         found = resource_scores(ws, start, end, resource)
-    finally:
-        ws.close()
     if fmt == "table":
         t = Table(title=f"quality scores {start} .. {end} (0-100)")
         for col in ("resource", "runs", "rows", *DIMENSIONS):
@@ -381,33 +343,27 @@ def scores(
         print(text, end="" if text.endswith("\n") else "\n")
 
 
-@quality_app.command("export")
-def export(resource: str, catalog: CatalogOpt = Path("catalog.yaml")) -> None:
+@app.command("export")
+def export(resource: str, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
     """Write RESOURCE's rules as a Great Expectations suite into $EXCHANGE_HOME/gx."""
     from exchange.quality.gx import export_suite
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         path = export_suite(ws, resource)
-    finally:
-        ws.close()
     console.print(f"suite written to {path}")
 
 
-@quality_app.command("report")
+@app.command("report")
 def report(
     resource: str,
-    catalog: CatalogOpt = Path("catalog.yaml"),
+    catalog: CatalogOpt = DEFAULT_CATALOG,
     limit: Annotated[int, typer.Option(help="Rows GX checks at most (sampled above).")] = 200_000,
 ) -> None:
     """Run GX on the last run's staged data of RESOURCE and build Data Docs."""
     from exchange.quality.gx import run_report
 
-    ws = _workspace(catalog)
-    try:
+    with workspace(catalog) as ws:
         rep = run_report(ws, resource, limit)
-    finally:
-        ws.close()
     sampled = f" (sample of {rep.rows_checked:,})" if rep.rows_checked < rep.rows_staged else ""
     t = Table(
         title=f"GX report of {rep.resource}, run {rep.run_id}: {rep.rows_staged:,} rows{sampled}"

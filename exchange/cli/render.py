@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -18,10 +19,12 @@ from rich.progress import (
 from rich.table import Table
 
 from exchange.kernel.clock import shown
-from exchange.pipeline.load import DeliveryResult
-from exchange.pipeline.record import RunSummary
-from exchange.status import SubscriberStatus
-from exchange.store.models import Run
+
+if TYPE_CHECKING:  # only annotations: importing the CLI must not load the engine
+    from exchange.runs.record import RunSummary
+    from exchange.runs.results import DeliveryResult
+    from exchange.status import SubscriberStatus
+    from exchange.store.models import Run
 
 # Off a terminal (Airflow task logs, CI, pipes) rich would wrap at 80 columns and split names.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))

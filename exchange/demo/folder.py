@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange.pipeline.load import DeliveryResult
-from exchange.pipeline.record import RunSummary
-from exchange.pipeline.runner import QuietReporter, run_resource
-from exchange.subscriptions import add_subscription
+from exchange.flow import QuietReporter, run_resource
+from exchange.runs.record import RunSummary
+from exchange.runs.results import DeliveryResult
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 
 FOLDER_RESOURCE = "410400-SCJG-0002"

@@ -20,10 +20,10 @@ from pathlib import Path
 from exchange.demo import quality as demo_quality
 from exchange.demo.folder import FolderDemo, run_folder_demo
 from exchange.demo.registry import COLUMNS, enterprise_rows
+from exchange.flow import Reporter, run_resource
 from exchange.kernel.settings import Settings
-from exchange.pipeline.record import RunSummary
-from exchange.pipeline.runner import Reporter, run_resource
-from exchange.subscriptions import add_subscription
+from exchange.runs.record import RunSummary
+from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 
 RESOURCE = "410400-SCJG-0001"

@@ -1,6 +1,4 @@
-"""File and folder resources: plan against the manifest, pull once, push to each subscriber.
-
-Steps (each a plain function taking ``(ws, run_id)``, like the table pipeline):
-``plan_files`` → ``pull`` → (tabular files: ``to_table`` → validate → load) → ``push`` per
-file subscriber → ``finish``.
+"""File and folder steps: plan against the manifest, pull once, parse tabular files, push to
+each file subscriber. ``exchange.flow`` calls them; they never import the table steps (a
+tabular file's rows reach table subscribers through the table steps, composed by the flow).
 """

@@ -5,7 +5,6 @@
 * ``file_deliveries``: one row per run, subscriber and file: the ledger. A file version (its
   sha256) reaches a subscriber once: the planner sends a file only to subscribers whose latest
   delivered version of that path differs, and a resumed run skips rows already delivered.
-* ``file_targets``: the directory on the subscriber's file node that a subscription fills.
 """
 
 from __future__ import annotations
@@ -56,14 +55,3 @@ class FileDelivery(Base):
         sa.UniqueConstraint("run_id", "subscription_id", "path", name="uq_file_delivery"),
         sa.Index("ix_file_deliveries_sub_path", "subscription_id", "path"),
     )
-
-
-class FileTarget(Base):
-    """The directory a file or folder subscription fills on its node."""
-
-    __tablename__ = "file_targets"
-
-    subscription_id: Mapped[int] = mapped_column(
-        sa.ForeignKey("subscriptions.id"), primary_key=True
-    )
-    target_dir: Mapped[str] = mapped_column(sa.String(1000))

@@ -10,23 +10,24 @@ that is gone from the node is deleted at the subscribers that hold it.
 from __future__ import annotations
 
 import posixpath
-from typing import Any
 
 import sqlalchemy as sa
 
 from exchange.catalog.model import Resource
-from exchange.files.models import FileDelivery, FileManifest, FileTarget
+from exchange.files.models import FileDelivery, FileManifest
 from exchange.files.nodes import session
 from exchange.files.select import list_resource
-from exchange.kernel.clock import today
-from exchange.kernel.errors import BadInput
 from exchange.kernel.kinds import FILE_NODE_KINDS
-from exchange.pipeline.plan import (
-    active_subscriptions,
-    start_run,
-    unfinished_run,
+from exchange.runs.handle import RunHandle, active_subscriptions, new_run_id, start_run
+from exchange.runs.plan import (
+    Delivery,
+    FolderDelivery,
+    Plan,
+    PlannedDelete,
+    PlannedFile,
+    TableDelivery,
 )
-from exchange.store.models import Subscription
+from exchange.store.models import FileTarget, Subscription
 from exchange.workspace import Workspace
 
 
@@ -63,40 +64,25 @@ def file_targets(ws: Workspace, subscription_ids: list[int]) -> dict[int, str]:
 
 def _delivery(
     ws: Workspace, sub: Subscription, resource: Resource, dirs: dict[int, str]
-) -> dict[str, Any]:
-    node = ws.catalog.node(sub.subscriber_node)
-    if node.kind in FILE_NODE_KINDS:
-        target = dirs.get(sub.id, "")
-        return {
-            "subscription_id": sub.id,
-            "node": sub.subscriber_node,
-            "kind": "files",
-            "dir": target,
-            "table": "/" + target,  # what reports show in the node.table column
-        }
-    return {
-        "subscription_id": sub.id,
-        "node": sub.subscriber_node,
-        "kind": "table",
-        "schema": sub.target_schema,
-        "table": sub.target_table,
-        "fields": [f for f in resource.field_names if f in sub.fields],
-        "since": None,
-        "delete_missing": False,  # rows of other files stay: upsert by primary key only
-    }
+) -> Delivery:
+    if ws.catalog.node(sub.subscriber_node).kind in FILE_NODE_KINDS:
+        return FolderDelivery(sub.id, sub.subscriber_node, dirs.get(sub.id, ""))
+    return TableDelivery(  # a tabular file's rows, into the subscriber's table
+        subscription_id=sub.id,
+        node=sub.subscriber_node,
+        schema=sub.target_schema,
+        table=sub.target_table,
+        fields=tuple(f for f in resource.field_names if f in sub.fields),
+        since=None,
+        delete_missing=False,  # rows of other files stay: upsert by primary key only
+    )
 
 
-def plan_files(ws: Workspace, resource_code: str, *, full: bool = False) -> str:
-    """Create a file run and its plan; return the run id. An unfinished run is resumed."""
-    resource = ws.catalog.resource(resource_code)
+def plan_files(ws: Workspace, resource: Resource, *, full: bool = False) -> RunHandle:
+    """Create a file run and its plan."""
     spec = resource.files
-    if spec is None:
-        raise BadInput(f"resource {resource_code}: kind {resource.kind} has no files section")
-    previous = unfinished_run(ws, resource_code)
-    if previous is not None:
-        return previous.id
-
-    subs = active_subscriptions(ws, resource_code, today())
+    assert spec is not None, "the flow plans only file and folder resources here"
+    subs = active_subscriptions(ws, resource.code)
     ids = [s.id for s in subs]
     dirs = file_targets(ws, ids)
     with session(ws, resource.provider) as sess:
@@ -105,55 +91,43 @@ def plan_files(ws: Workspace, resource_code: str, *, full: bool = False) -> str:
         manifest = {
             m.path: m
             for m in s.execute(
-                sa.select(FileManifest).where(FileManifest.resource_code == resource_code)
+                sa.select(FileManifest).where(FileManifest.resource_code == resource.code)
             ).scalars()
         }
     held = latest_versions(ws, ids)
 
-    files: list[dict[str, Any]] = []
+    files: list[PlannedFile] = []
     for rel, info in listing.ready.items():
         m = manifest.get(rel)
         unchanged = not full and m is not None and (m.size, m.mtime) == (info.size, info.mtime)
         known = m.sha256 if unchanged and m is not None else None
-        need = [sid for sid in ids if known is None or held.get((sid, rel)) != known]
+        need = tuple(sid for sid in ids if known is None or held.get((sid, rel)) != known)
         if need:
-            files.append(
-                {
-                    "path": rel,
-                    "source": info.path,
-                    "size": info.size,
-                    "mtime": info.mtime,
-                    "subscribers": need,
-                }
-            )
-    deletes: list[dict[str, Any]] = []
+            files.append(PlannedFile(rel, info.path, info.size, info.mtime, need))
+    deletes: list[PlannedDelete] = []
     if spec.mirror:
         file_subs = [sid for sid in ids if sid in dirs]
         for rel in sorted(set(manifest) - listing.present):
-            holders = [sid for sid in file_subs if held.get((sid, rel)) is not None]
-            deletes.append({"path": rel, "subscribers": holders})
+            holders = tuple(sid for sid in file_subs if held.get((sid, rel)) is not None)
+            deletes.append(PlannedDelete(rel, holders))
 
-    wanted = {sid for f in files for sid in f["subscribers"]}
-    wanted |= {sid for d in deletes for sid in d["subscribers"]}
-    deliveries = [_delivery(ws, sub, resource, dirs) for sub in subs if sub.id in wanted]
-
-    return start_run(
-        ws,
-        resource_code,
-        full,
-        {
-            "kind": "files",
-            "mode": "files",
-            "since": None,  # the table steps (validate) read it: file runs have no cursor
-            "files": files,
-            "deletes": deletes,
-            "waiting_for_marker": list(listing.waiting),
-            "deliveries": deliveries,
-        },
-        {"files": len(files), "deletes": len(deletes)},
+    wanted = {sid for f in files for sid in f.subscribers}
+    wanted |= {sid for d in deletes for sid in d.subscribers}
+    plan = Plan(
+        run_id=new_run_id(),
+        resource=resource.code,
+        full=full,
+        deliveries=tuple(_delivery(ws, sub, resource, dirs) for sub in subs if sub.id in wanted),
+        kind="files",
+        mode="files",
+        since=None,  # file runs have no cursor (validate treats them as full extracts)
+        files=tuple(files),
+        deletes=tuple(deletes),
+        waiting_for_marker=listing.waiting,
     )
+    return start_run(ws, plan, {"files": len(files), "deletes": len(deletes)})
 
 
-def target_path(delivery: dict[str, Any], rel: str) -> str:
+def target_path(delivery: FolderDelivery, rel: str) -> str:
     """Where a file lands on a subscriber's node: its directory joined with the relative path."""
-    return posixpath.join(delivery["dir"], rel) if delivery["dir"] else rel
+    return posixpath.join(delivery.dir, rel) if delivery.dir else rel

@@ -21,8 +21,9 @@ from connectors.files.transfer import Session, download
 from exchange.files.models import FileManifest
 from exchange.files.nodes import session
 from exchange.kernel.faults import crashpoint
-from exchange.pipeline.plan import run_dir_of, set_step
-from exchange.pipeline.staging import RunDir
+from exchange.runs.handle import RunHandle, set_step
+from exchange.runs.plan import PlannedFile
+from exchange.runs.rundir import RunDir
 from exchange.workspace import Workspace
 
 Progress = Callable[[int], None]
@@ -63,11 +64,11 @@ def _md5_marker(t: FileTransport, path: str) -> str:
     return text.split()[0].lower() if text else ""
 
 
-def pull_one(sess: Session, f: dict[str, Any], local: Path, marker: str | None) -> dict[str, Any]:
+def pull_one(sess: Session, f: PlannedFile, local: Path, marker: str | None) -> dict[str, Any]:
     """Pull one planned file; return its outcome (status pulled | changing | md5_mismatch | ...)."""
-    src = f["source"]
-    listed = FileInfo(src, f["size"], f["mtime"])
-    out: dict[str, Any] = {"path": f["path"]}
+    src = f.source
+    listed = FileInfo(src, f.size, f.mtime)
+    out: dict[str, Any] = {"path": f.path}
     before = sess.retry(lambda t: t.stat(src))
     if before is None:
         return {**out, "status": "vanished", "reason": "gone from the node since the listing"}
@@ -104,14 +105,12 @@ def pull_one(sess: Session, f: dict[str, Any], local: Path, marker: str | None) 
     }
 
 
-def pull(ws: Workspace, run_id: str, on_bytes: Progress | None = None) -> PullResult:
+def pull(ws: Workspace, run: RunHandle, on_bytes: Progress | None = None) -> PullResult:
     """Pull every planned file once. Done already: skip. Files done before a crash are kept."""
-    run, rd = run_dir_of(ws, run_id)
+    rd, plan, resource, code = run.dir, run.plan, run.resource, run.code
     if rd.is_done("pull"):
         d = rd.read_done("pull")
         return PullResult(d["pulled"], d["held_back"], d["bytes"])
-    plan = rd.plan()
-    resource = ws.catalog.resource(run.resource_code)
     spec = resource.files
     assert spec is not None
     done = _already(rd)
@@ -119,38 +118,38 @@ def pull(ws: Workspace, run_id: str, on_bytes: Progress | None = None) -> PullRe
         session(ws, resource.provider) as sess,
         open(_progress_file(rd), "a", encoding="utf-8") as progress,
     ):
-        for f in plan["files"]:
-            if f["path"] in done:
+        for f in plan.files:
+            if f.path in done:
                 continue
-            marker = f["source"] + ".md5" if spec.marker == "md5" else None
+            marker = f.source + ".md5" if spec.marker == "md5" else None
             try:
-                outcome = pull_one(sess, f, staged_path(rd, f["path"]), marker)
+                outcome = pull_one(sess, f, staged_path(rd, f.path), marker)
             except TransferError as exc:  # this file only (permissions, vanished mid-read)
-                outcome = {"path": f["path"], "status": "failed", "reason": str(exc)}
+                outcome = {"path": f.path, "status": "failed", "reason": str(exc)}
             if on_bytes and outcome["status"] == "pulled":
                 on_bytes(outcome["size"])
             progress.write(json.dumps(outcome, ensure_ascii=False) + "\n")
             progress.flush()
-            done[f["path"]] = outcome
+            done[f.path] = outcome
             crashpoint("pull:file")
-    outcomes = [done[f["path"]] for f in plan["files"]]
+    outcomes = [done[f.path] for f in plan.files]
     pulled = [o for o in outcomes if o["status"] == "pulled"]
     with ws.store.session() as s:
         for o in pulled:
             row = s.execute(
                 sa.select(FileManifest).where(
-                    FileManifest.resource_code == run.resource_code, FileManifest.path == o["path"]
+                    FileManifest.resource_code == code, FileManifest.path == o["path"]
                 )
             ).scalar()
             if row is None:
-                row = FileManifest(resource_code=run.resource_code, path=o["path"])
+                row = FileManifest(resource_code=code, path=o["path"])
                 s.add(row)
-            row.size, row.mtime, row.sha256, row.run_id = o["size"], o["mtime"], o["sha256"], run_id
-        gone = [d["path"] for d in plan["deletes"]]
+            row.size, row.mtime, row.sha256, row.run_id = o["size"], o["mtime"], o["sha256"], run.id
+        gone = [d.path for d in plan.deletes]
         if gone:
             s.execute(
                 sa.delete(FileManifest).where(
-                    FileManifest.resource_code == run.resource_code, FileManifest.path.in_(gone)
+                    FileManifest.resource_code == code, FileManifest.path.in_(gone)
                 )
             )
     result = PullResult(len(pulled), len(outcomes) - len(pulled), sum(o["size"] for o in pulled))
@@ -165,7 +164,7 @@ def pull(ws: Workspace, run_id: str, on_bytes: Progress | None = None) -> PullRe
     )
     set_step(
         ws,
-        run_id,
+        run.id,
         "pull",
         rows_extracted=len(outcomes),
         rows_valid=result.pulled,

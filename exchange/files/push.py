@@ -27,11 +27,12 @@ from exchange.files.nodes import session
 from exchange.files.plan import latest_versions, target_path
 from exchange.files.pull import pulled_files, staged_path
 from exchange.files.select import PART_SUFFIX
+from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import ExchangeError
 from exchange.kernel.faults import crashpoint
-from exchange.pipeline.load import DeliveryResult, _record, planned_delivery
-from exchange.pipeline.plan import run_dir_of
-from exchange.store.models import Delivery, utcnow
+from exchange.runs.handle import RunHandle
+from exchange.runs.plan import FolderDelivery
+from exchange.runs.results import DeliveryResult, record_delivery, recorded
 from exchange.workspace import Workspace
 
 Progress = Callable[[int], None]
@@ -90,49 +91,37 @@ def _in_place(t: FileTransport, dst: str, size: int, sha: str) -> bool:
 
 
 def push_subscriber(
-    ws: Workspace, run_id: str, subscription_id: int, on_bytes: Progress | None = None
+    ws: Workspace, run: RunHandle, d: FolderDelivery, on_bytes: Progress | None = None
 ) -> DeliveryResult:
     """Deliver this run's files (and mirror deletions) to one file subscription."""
-    run, rd = run_dir_of(ws, run_id)
-    d = planned_delivery(rd, subscription_id)
-    label = d["table"]
-    with ws.store.session() as s:
-        done = s.execute(
-            sa.select(Delivery).where(
-                Delivery.run_id == run_id, Delivery.subscription_id == subscription_id
-            )
-        ).scalar()
-        if done is not None and done.status == "delivered":
-            return DeliveryResult(
-                subscription_id, d["node"], label, "delivered", done.rows, done.seconds or 0.0
-            )
-    resource = ws.catalog.resource(run.resource_code)
-    spec = resource.files
+    run_id, rd, subscription_id, label = run.id, run.dir, d.subscription_id, d.table
+    done = recorded(ws, run_id, subscription_id)
+    if done is not None and done.status == "delivered":
+        return DeliveryResult(subscription_id, d.node, label, "delivered", done.rows, done.seconds)
+    spec = run.resource.files
     assert spec is not None
-    plan = rd.plan()
     pulled = pulled_files(rd)
     skip = _done_in_run(ws, run_id, subscription_id)
     held = latest_versions(ws, [subscription_id])
     todo = [
-        pulled[f["path"]]
-        for f in plan["files"]
-        if subscription_id in f["subscribers"]
-        and f["path"] in pulled
-        and f["path"] not in skip
-        and held.get((subscription_id, f["path"])) != pulled[f["path"]]["sha256"]
+        pulled[f.path]
+        for f in run.plan.files_for(subscription_id)
+        if f.path in pulled
+        and f.path not in skip
+        and held.get((subscription_id, f.path)) != pulled[f.path]["sha256"]
     ]
-    deletes = [x["path"] for x in plan["deletes"] if subscription_id in x["subscribers"]]
+    deletes = [x.path for x in run.plan.deletes if subscription_id in x.subscribers]
     started = time.perf_counter()
     delivered = len(skip)
     errors: list[str] = []
-    sess = session(ws, d["node"])
+    sess = session(ws, d.node)
     try:
         for o in todo:
             dst = target_path(d, o["path"])
             try:
                 local = staged_path(rd, o["path"])
                 resumed = _put(sess, local, o, dst, spec.verify == "sha256", on_bytes)
-                crashpoint("push:renamed", d["node"])  # in place, not yet in the ledger
+                crashpoint("push:renamed", d.node)  # in place, not yet in the ledger
             except (HostKeyRejected, ConnectionLost) as exc:
                 errors.append(redact(str(exc)))
                 break  # the node itself is unreachable: the remaining files would fail too
@@ -149,7 +138,7 @@ def push_subscriber(
                 size=o["size"], status="delivered", error=None, resumed_from=resumed,
             )  # fmt: skip
             delivered += 1
-            crashpoint("push:file", d["node"])
+            crashpoint("push:file", d.node)
         if not errors:
             for rel in deletes:
                 gone = target_path(d, rel)
@@ -169,11 +158,11 @@ def push_subscriber(
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         result = DeliveryResult(
-            subscription_id, d["node"], label, "failed", delivered, seconds, None, errors[0] + more
+            subscription_id, d.node, label, "failed", delivered, seconds, None, errors[0] + more
         )
     else:
-        result = DeliveryResult(subscription_id, d["node"], label, "delivered", delivered, seconds)
-    _record(ws, result, run_id)
+        result = DeliveryResult(subscription_id, d.node, label, "delivered", delivered, seconds)
+    record_delivery(ws, result, run_id)
     return result
 
 

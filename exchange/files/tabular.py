@@ -29,9 +29,10 @@ from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows
 from exchange.catalog.files_spec import FilesSpec
 from exchange.catalog.model import Field, Resource
 from exchange.files.pull import pulled_files, staged_path
+from exchange.files.push import record_files
 from exchange.kernel.errors import BadInput, DataError
 from exchange.kernel.faults import crashpoint
-from exchange.pipeline.plan import run_dir_of, set_step
+from exchange.runs.handle import RunHandle, set_step
 from exchange.workspace import Workspace
 
 _SAMPLE = 1 << 20
@@ -189,17 +190,18 @@ def read_tabular(path: Path, resource: Resource, where: str) -> Iterator[pa.Reco
     yield from reader(path, spec, resource.fields, resource.batch_size, where)
 
 
-def to_table(ws: Workspace, run_id: str, table_subscribers: set[int]) -> int:
-    """Parse the pulled files some table subscriber needs into ``extract/data.parquet``."""
-    run, rd = run_dir_of(ws, run_id)
+def to_table(ws: Workspace, run: RunHandle) -> int:
+    """Parse the pulled files some table subscriber needs into ``extract/data.parquet``, where
+    the table steps (validate, load) take them up."""
+    rd, resource = run.dir, run.resource
     if rd.is_done("extract"):
         return int(rd.read_done("extract")["rows"])
-    resource = ws.catalog.resource(run.resource_code)
+    table_subscribers = {d.subscription_id for d in run.plan.tables()}
     pulled = pulled_files(rd)
     wanted = [
-        f["path"]
-        for f in rd.plan()["files"]
-        if f["path"] in pulled and table_subscribers & set(f["subscribers"])
+        f.path
+        for f in run.plan.files
+        if f.path in pulled and table_subscribers & set(f.subscribers)
     ]
     rd.reset("extract")
     rows = 0
@@ -210,6 +212,15 @@ def to_table(ws: Workspace, run_id: str, table_subscribers: set[int]) -> int:
                 writer.write_batch(batch)
                 rows += batch.num_rows
     rd.mark_done("extract", {"rows": rows, "high": None, "files": wanted})
-    set_step(ws, run_id, "extract", rows_extracted=rows)
+    set_step(ws, run.id, "extract", rows_extracted=rows)
     crashpoint("extract:done")
     return rows
+
+
+def record_parsed(ws: Workspace, run: RunHandle, subscription_id: int) -> None:
+    """Ledger rows for the files whose rows were merged into a table subscriber: each file
+    version reaches it once, whichever way it went."""
+    pulled = pulled_files(run.dir)
+    parsed = set(run.dir.read_done("extract").get("files", []))
+    mine = [pulled[f.path] for f in run.plan.files_for(subscription_id) if f.path in parsed]
+    record_files(ws, run.id, subscription_id, mine)

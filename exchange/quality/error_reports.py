@@ -20,11 +20,12 @@ from exchange.catalog.model import Resource
 from exchange.kernel.clock import SHANGHAI, today
 from exchange.kernel.errors import BadInput, NotFound
 from exchange.kernel.workdays import add_working_days
-from exchange.pipeline import watermark
-from exchange.pipeline.staging import RunDir
 from exchange.quality.models import ErrorReport, ErrorReportDelivery
 from exchange.quality.quarantine import row_keys
 from exchange.quality.tickets import checked_answer
+from exchange.runs import watermark
+from exchange.runs.plan import Plan
+from exchange.runs.rundir import RunDir
 from exchange.store.models import Delivery, Subscription, utcnow
 from exchange.workspace import Workspace
 
@@ -202,7 +203,8 @@ def _delivered_keys(
 ) -> dict[int, set[str]]:
     """Which of ``wanted`` keys each subscription received in this run (the valid rows at
     or past its own watermark, as the load step sent them)."""
-    plan = {d["subscription_id"]: d for d in rd.plan()["deliveries"]}
+    plan = Plan.from_json(rd.plan())
+    since_of = {d.subscription_id: d.since for d in plan.tables()}
     cursor = resource.field(resource.cursor) if resource.cursor else None
     columns = list(resource.primary_key)
     if cursor is not None and cursor.name not in columns:
@@ -214,7 +216,7 @@ def _delivered_keys(
         if not pc.any(hit).as_py():
             continue
         for sid in deliveries:
-            since = plan.get(sid, {}).get("since")
+            since = since_of.get(sid)
             mask = hit
             if since is not None and cursor is not None:
                 col = batch.column(cursor.name)
@@ -244,7 +246,7 @@ class ReportView:
 
 def list_reports(ws: Workspace, resource_code: str | None = None) -> list[ReportView]:
     """Reports, newest first, each with its fix deliveries."""
-    from exchange.pipeline.plan import active_subscriptions
+    from exchange.runs.handle import active_subscriptions
 
     with ws.store.session() as s:
         q = sa.select(ErrorReport).order_by(ErrorReport.id.desc())

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from exchange.catalog.model import Resource
 from exchange.kernel.clock import local_now
 from exchange.kernel.errors import NotFound
-from exchange.pipeline.staging import RunDir
+from exchange.runs.rundir import RunDir
 from exchange.store.models import Run
 from exchange.workspace import Workspace
 from quality import rules_for_resource

@@ -16,10 +16,10 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from exchange.catalog.model import Resource
-from exchange.pipeline import watermark
-from exchange.pipeline.staging import RunDir
 from exchange.quality.models import QualityRunStat, QuarantineEntry
 from exchange.quality.tickets import note_run
+from exchange.runs import watermark
+from exchange.runs.rundir import RunDir
 from exchange.workspace import Workspace
 from quality.evaluate import REASONS_COLUMN
 from quality.resource_checks import (

@@ -123,3 +123,14 @@ class AuditEvent(Base):
     payload: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+
+
+class FileTarget(Base):
+    """The directory a file or folder subscription fills on its subscriber's file node."""
+
+    __tablename__ = "file_targets"
+
+    subscription_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("subscriptions.id"), primary_key=True
+    )
+    target_dir: Mapped[str] = mapped_column(sa.String(1000))

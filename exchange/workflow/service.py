@@ -18,10 +18,10 @@ from exchange.catalog.model import Resource
 from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition, NotFound
 from exchange.store.locks import serialize
 from exchange.store.models import Subscription, utcnow
-from exchange.subscriptions import check_grant, check_target_free
 from exchange.workflow import sla
 from exchange.workflow import states as st
 from exchange.workflow.application import Application
+from exchange.workflow.grants import check_grant, check_target_free
 from exchange.workflow.models import (
     DepartmentSuspension,
     EffectivenessReport,

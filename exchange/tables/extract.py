@@ -10,25 +10,23 @@ from connectors.base import SinceFilter
 from connectors.prefetch import prefetch
 from exchange.kernel.errors import DataError
 from exchange.kernel.faults import crashpoint
-from exchange.pipeline import watermark
-from exchange.pipeline.plan import run_dir_of, set_step
+from exchange.runs import watermark
+from exchange.runs.handle import RunHandle, set_step
 from exchange.workspace import Workspace, source_spec
 
 Progress = Callable[[int], None]
 
 
-def extract(ws: Workspace, run_id: str, on_rows: Progress | None = None) -> int:
+def extract(ws: Workspace, run: RunHandle, on_rows: Progress | None = None) -> int:
     """Extract the rows the plan asks for; return their number. Done already: skip."""
-    run, rd = run_dir_of(ws, run_id)
+    rd, resource = run.dir, run.resource
     if rd.is_done("extract"):
         return int(rd.read_done("extract")["rows"])
-    plan = rd.plan()
-    resource = ws.catalog.resource(run.resource_code)
     spec = source_spec(resource)
     cursor = resource.field(resource.cursor) if resource.cursor else None
     since = (
-        SinceFilter(cursor.name, watermark.decode(plan["since"], cursor))
-        if cursor is not None and plan["since"] is not None
+        SinceFilter(cursor.name, watermark.decode(run.plan.since, cursor))
+        if cursor is not None and run.plan.since is not None
         else None
     )
     rd.reset("extract")
@@ -53,6 +51,6 @@ def extract(ws: Workspace, run_id: str, on_rows: Progress | None = None) -> int:
     finally:
         source.close()
     rd.mark_done("extract", {"rows": rows, "high": watermark.encode(high)})
-    set_step(ws, run_id, "extract", rows_extracted=rows)
+    set_step(ws, run.id, "extract", rows_extracted=rows)
     crashpoint("extract:done")
     return rows

@@ -1,7 +1,10 @@
-"""Subscriptions: who receives which fields of a resource, on which node, until when.
+"""Grants: who may receive which fields of a resource (or its files), on which node, until
+when. Every check that a subscription, table or file, must pass is made here, once.
 
 A platform engineer may add one already approved (``add_subscription``); requesters apply
-through the workflow (``exchange.workflow.service``), which uses the same checks.
+through the workflow (``exchange.workflow.service``), which uses the same checks. A database
+node receives a table (a table resource, or a tabular file's rows); a file node receives the
+files themselves, into a directory (``file_targets``).
 """
 
 from __future__ import annotations
@@ -14,17 +17,25 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from connectors.base import check_identifier
+from connectors.files import clean_path
 from exchange import audit
-from exchange.catalog.model import DATABASE_KINDS, Resource
-from exchange.kernel.clock import today
+from exchange.catalog.model import Catalog, Resource
+from exchange.kernel.clock import today, utcnow
 from exchange.kernel.errors import BadInput
-from exchange.store.models import Subscription, utcnow
+from exchange.kernel.kinds import FILE_NODE_KINDS
+from exchange.store.models import FileTarget, Subscription
 from exchange.workflow import states
 from exchange.workflow.transitions import record
 from exchange.workflow.users import Principal
 from exchange.workspace import Workspace
 
 MAX_USAGE_DAYS = 1095  # 001: a usage period of at most three years
+FILES_LABEL = "files"  # Subscription.target_table of a file subscription (the dir is its target)
+
+
+def receives_files(catalog: Catalog, node: str) -> bool:
+    """Whether ``node`` is a file node (it receives files into a directory), not a database."""
+    return catalog.node(node).kind in FILE_NODE_KINDS
 
 
 def check_grant(
@@ -47,9 +58,9 @@ def check_grant(
         raise BadInput(
             f"resource {resource_code} is not shared (不予共享) and cannot be subscribed"
         )
-    target = ws.catalog.node(node)
-    if target.kind not in DATABASE_KINDS:
-        raise BadInput(f"node {node!r} is {target.kind}, not a database: it cannot receive a table")
+    if receives_files(ws.catalog, node):
+        kind = ws.catalog.node(node).kind
+        raise BadInput(f"node {node!r} is {kind}, not a database: it cannot receive a table")
     if not fields:
         raise BadInput(f"no fields requested of resource {resource_code}")
     unknown = [f for f in fields if f not in resource.field_names]
@@ -89,10 +100,11 @@ def check_target_free(
         raise BadInput(f"node {node!r} table {table!r} already receives subscription {clash}")
 
 
-def check_period(valid_until: dt.date, today: dt.date) -> None:
-    if valid_until < today:
+def check_period(valid_until: dt.date, day: dt.date) -> None:
+    """A usage period that ends after ``day`` and within the 1095 days 001 allows."""
+    if valid_until < day:
         raise BadInput(f"end date {valid_until} is in the past")
-    if (valid_until - today).days > MAX_USAGE_DAYS:
+    if (valid_until - day).days > MAX_USAGE_DAYS:
         raise BadInput(f"end date {valid_until} exceeds the {MAX_USAGE_DAYS}-day usage period")
 
 
@@ -112,9 +124,7 @@ def add_subscription(
     starts in implementation, and the engine's first delivery moves it on to sign-off.
 
     A file node as ``node`` subscribes to the files themselves, into ``target_dir``."""
-    if ws.catalog.node(node).kind not in DATABASE_KINDS:
-        from exchange.files.subscriptions import add_file_subscription
-
+    if receives_files(ws.catalog, node):
         return add_file_subscription(ws, resource_code, node, valid_until, target_dir, actor)
     resource, table = check_grant(
         ws, resource_code, node, fields, target_table=target_table, target_schema=target_schema
@@ -170,3 +180,79 @@ def list_subscriptions(ws: Workspace, resource_code: str | None = None) -> list[
         if resource_code:
             q = q.where(Subscription.resource_code == resource_code)
         return list(s.execute(q).scalars())
+
+
+def check_file_grant(ws: Workspace, resource_code: str, node: str, target_dir: str | None) -> str:
+    """Check that ``node`` may receive the resource's files; return the target directory."""
+    resource = ws.catalog.resource(resource_code)
+    if resource.files is None:
+        raise BadInput(
+            f"resource {resource_code} is a {resource.kind}: a file node receives file and "
+            "folder resources only"
+        )
+    if resource.share == "not_shared":
+        raise BadInput(
+            f"resource {resource_code} is not shared (不予共享) and cannot be subscribed"
+        )
+    if not receives_files(ws.catalog, node):
+        kind = ws.catalog.node(node).kind
+        raise BadInput(f"node {node!r} is {kind}, not a file node: it cannot receive files")
+    chosen = target_dir or resource.files.target_dir or resource.files.path
+    return clean_path(chosen)
+
+
+def add_file_subscription(
+    ws: Workspace,
+    resource_code: str,
+    node: str,
+    valid_until: dt.date,
+    target_dir: str | None = None,
+    actor: str = "platform",
+) -> Subscription:
+    """An approved subscription of a file or folder resource into ``target_dir`` on ``node``."""
+    directory = check_file_grant(ws, resource_code, node, target_dir)
+    check_period(valid_until, today())
+    with ws.store.session() as s:
+        clash = s.execute(
+            sa.select(Subscription.id)
+            .join(FileTarget, FileTarget.subscription_id == Subscription.id)
+            .where(
+                Subscription.subscriber_node == node,
+                FileTarget.target_dir == directory,
+                Subscription.status.not_in(sorted(states.FINAL)),
+            )
+        ).scalar()
+        if clash is not None:
+            raise BadInput(
+                f"node {node!r} directory /{directory} already receives subscription {clash}"
+            )
+        sub = add_approved(
+            s,
+            Subscription(
+                resource_code=resource_code,
+                subscriber_node=node,
+                target_schema=None,
+                target_table=FILES_LABEL,
+                fields=[],
+                valid_until=valid_until,
+            ),
+            {"dir": "/" + directory},
+            actor,
+        )
+        s.add(FileTarget(subscription_id=sub.id, target_dir=directory))
+        return sub
+
+
+def file_dir(s: Session, sub: Subscription) -> str | None:
+    """``/dir`` of a file subscription, None for a table subscription."""
+    t = s.get(FileTarget, sub.id)
+    return "/" + t.target_dir if t is not None else None
+
+
+def describe_target(ws: Workspace, sub: Subscription) -> str:
+    """Where a subscription lands: ``node.table``, or ``node:/dir`` for files."""
+    with ws.store.session() as s:
+        where = file_dir(s, sub)
+    return (
+        f"{sub.subscriber_node}:{where}" if where else f"{sub.subscriber_node}.{sub.target_table}"
+    )

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 
 from exchange.kernel.clock import local_now
 from exchange.kernel.faults import crashpoint
-from exchange.pipeline.plan import run_dir_of, set_step
-from exchange.pipeline.staging import RunDir
 from exchange.quality.quarantine import judge_run, record_validation
+from exchange.runs.handle import RunHandle, set_step
+from exchange.runs.rundir import RunDir
 from exchange.workspace import Workspace
 from quality import Rule, evaluate, rules_for_resource
 from quality.rules import Unique
@@ -58,9 +58,9 @@ def _bound_to_run(rules: list[Rule], rd: RunDir) -> list[Rule]:
     return out
 
 
-def validate(ws: Workspace, run_id: str) -> ValidationResult:
+def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
     """Split the extract into valid and quarantined rows. Done already: skip."""
-    run, rd = run_dir_of(ws, run_id)
+    rd, run_id = run.dir, run.id
     if rd.is_done("validate"):
         d = rd.read_done("validate")
         return ValidationResult(
@@ -71,7 +71,7 @@ def validate(ws: Workspace, run_id: str) -> ValidationResult:
             d.get("held"),
             d.get("stale"),
         )
-    resource = ws.catalog.resource(run.resource_code)
+    resource = run.resource
     now = local_now()
     rules = rules_for_resource(resource, now)
     if rd.part("extract").exists():
@@ -115,7 +115,7 @@ def validate(ws: Workspace, run_id: str) -> ValidationResult:
     extracted = result.valid + result.quarantined
     high = rd.read_done("extract").get("high")
     outcome = judge_run(
-        ws, resource, extracted, result.quarantined, rd.plan()["since"] is None, high, now
+        ws, resource, extracted, result.quarantined, run.plan.since is None, high, now
     )
     result.held, result.stale = outcome.held, outcome.stale
     record_validation(

@@ -1,4 +1,4 @@
-"""Step 5, record: close the run with its outcome."""
+"""The last step of every run, record: close the run with its outcome."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from exchange import audit
-from exchange.pipeline.plan import run_dir_of
-from exchange.quality.record import after_deliveries
-from exchange.store.models import Delivery, Run, utcnow
+from exchange.kernel.clock import utcnow
+from exchange.runs.handle import RunHandle
+from exchange.store.models import Delivery, Run
 from exchange.workspace import Workspace
 
 
@@ -19,7 +19,7 @@ class RunSummary:
 
     run_id: str
     resource: str
-    status: str
+    status: str  # succeeded | failed | held
     extracted: int
     valid: int
     quarantined: int
@@ -28,44 +28,43 @@ class RunSummary:
     stale: str | None = None  # the data is older than its update cycle allows
 
 
-def finish(ws: Workspace, run_id: str) -> RunSummary:
-    """Mark the run succeeded (every planned subscriber served) or failed, and audit it."""
-    run, rd = run_dir_of(ws, run_id)
-    planned = [d["subscription_id"] for d in rd.plan()["deliveries"]]
-    after_deliveries(ws, run_id, run.resource_code, rd)
-    checked = rd.read_done("validate") if rd.is_done("validate") else {}
+def finish(ws: Workspace, run: RunHandle) -> RunSummary:
+    """Mark the run succeeded (every planned subscriber served), held (quality held it back:
+    nobody was served) or failed, and audit it."""
+    checked = run.dir.read_done("validate") if run.dir.is_done("validate") else {}
+    held = checked.get("held")
     with ws.store.session() as s:
         rows = {
             d.subscription_id: d
-            for d in s.execute(sa.select(Delivery).where(Delivery.run_id == run_id)).scalars()
+            for d in s.execute(sa.select(Delivery).where(Delivery.run_id == run.id)).scalars()
         }
         failures = {
             sid: (rows[sid].error if sid in rows else "not delivered") or "failed"
-            for sid in planned
+            for sid in run.plan.subscription_ids
             if sid not in rows or rows[sid].status != "delivered"
         }
-        r = s.get(Run, run_id)
+        r = s.get(Run, run.id)
         assert r is not None
-        r.status = "held" if checked.get("held") else "failed" if failures else "succeeded"
+        r.status = "held" if held else "failed" if failures else "succeeded"
         r.step = "record"
         r.finished_at = utcnow()
         r.error = "; ".join(f"subscription {k}: {v}" for k, v in sorted(failures.items())) or None
-        if checked.get("held") and not r.error:
-            r.error = f"held back: {checked['held']}"
+        if held and not r.error:
+            r.error = f"held back: {held}"
         audit.append(
             s,
             f"run.{r.status}",
-            f"run:{run_id}",
+            f"run:{run.id}",
             {"resource": r.resource_code, "failed": sorted(failures)},
         )
         return RunSummary(
-            run_id,
+            run.id,
             r.resource_code,
             r.status,
             r.rows_extracted or 0,
             r.rows_valid or 0,
             r.rows_quarantined or 0,
             failures,
-            checked.get("held"),
+            held,
             checked.get("stale"),
         )

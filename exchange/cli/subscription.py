@@ -1,0 +1,341 @@
+"""``exchange subscription``: the workflow (apply | review | withdraw | sign-off | evaluate |
+report-effectiveness | show | suspend | resume | implemented) and the platform engineer's
+``add`` and ``list``.
+
+Workflow steps are taken as the user named by ``--as`` (or ``$EXCHANGE_USER``), with that
+user's role checked exactly as in the REST API; without one the CLI acts as the platform admin
+``platform`` (whoever runs it on the server has the store anyway).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from exchange.cli.options import (
+    DEFAULT_CATALOG,
+    AsOpt,
+    AtOpt,
+    CatalogOpt,
+    IdArg,
+    parse_time,
+    principal,
+    split_list,
+    workspace,
+)
+from exchange.cli.render import console
+from exchange.kernel.errors import BadInput
+
+if TYPE_CHECKING:
+    from exchange.workflow.users import Principal
+    from exchange.workflow.views import SubscriptionView
+    from exchange.workspace import Workspace
+
+app = typer.Typer(name="subscription", no_args_is_help=True, help="Subscriptions to resources.")
+
+
+def _act(
+    catalog: Path,
+    as_user: str | None,
+    step: Callable[[Workspace, Principal], SubscriptionView],
+    detail: bool = False,
+) -> None:
+    """Open the workspace, take ``step`` as the user, print the subscription it returns."""
+    with workspace(catalog) as ws:
+        _print(step(ws, principal(ws, as_user)), detail)
+
+
+def _print(v: SubscriptionView, detail: bool = False) -> None:
+    """A subscription as a short block of plain text (deadlines in Asia/Shanghai)."""
+    out = [
+        f"subscription {v.id}  {v.resource} {v.resource_name}  [{v.state}]  SLA {v.sla}",
+        f"  to {v.node}.{v.table}  granted: {', '.join(v.fields)}",
+    ]
+    if v.requested_fields is not None and v.requested_fields != v.fields:
+        out.append(f"  requested: {', '.join(v.requested_fields)}")
+    if v.department_code:
+        out.append(
+            f"  department {v.department_code} {v.department_name}  urgency {v.urgency}  "
+            f"applicant {v.applicant}"
+        )
+    out.append(f"  valid until {v.valid_until}")
+    for d in v.deadlines:
+        late = f", {d.late_hours} h late" if d.late_hours else ""
+        out.append(f"  deadline {d.kind:<13} {d.party:<28} due {d.due}  {d.status}{late}")
+    if v.next_actions:
+        out.append(f"  next: {', '.join(v.next_actions)}")
+    if detail:
+        for key, value in (v.form or {}).items():
+            if value not in (None, ""):
+                out.append(f"  {key}: {value}")
+        for step in v.history or []:
+            why = f"  ({step.reason})" if step.reason else ""
+            out.append(
+                f"  {step.at}  {step.action}: {step.from_state or '-'} -> {step.to_state}"
+                f"  by {step.actor}{why}"
+            )
+        if v.evaluation:
+            out.append(f"  evaluation: {v.evaluation}")
+        for rep in v.effectiveness_reports or []:
+            out.append(f"  effectiveness report {rep['at']} by {rep['by']}: {rep['summary']}")
+    console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
+
+
+# -- the workflow ------------------------------------------------------------------------------
+
+
+@app.command("apply")
+def apply(
+    resource: Annotated[str, typer.Argument(help="Resource code.")],
+    node: Annotated[str | None, typer.Option(help="Your front-end node to receive it.")] = None,
+    fields: Annotated[str | None, typer.Option(help="Requested fields, comma-separated.")] = None,
+    form: Annotated[
+        Path | None, typer.Option(help="YAML file with the form's fields (options override).")
+    ] = None,
+    department_code: Annotated[str | None, typer.Option(help="使用部门代码")] = None,
+    department_name: Annotated[str | None, typer.Option(help="使用部门名称")] = None,
+    purpose: Annotated[str | None, typer.Option(help="用途及应用场景")] = None,
+    legal_basis: Annotated[str | None, typer.Option(help="申请依据")] = None,
+    contact_name: Annotated[str | None, typer.Option()] = None,
+    contact_phone: Annotated[str | None, typer.Option()] = None,
+    contact_email: Annotated[str | None, typer.Option()] = None,
+    system_name: Annotated[str | None, typer.Option(help="业务系统名称")] = None,
+    system_ip: Annotated[str | None, typer.Option(help="政务外网 IP")] = None,
+    deploy_location: Annotated[str | None, typer.Option(help="部署地点")] = None,
+    days: Annotated[int | None, typer.Option(help="Usage period in days (1-1095).")] = None,
+    urgency: Annotated[str | None, typer.Option(help="normal | urgent | critical")] = None,
+    urgency_reason: Annotated[str | None, typer.Option(help="Required unless normal.")] = None,
+    table: Annotated[str | None, typer.Option(help="Target table (default: source name).")] = None,
+    schema: Annotated[str | None, typer.Option(help="Target schema.")] = None,
+    as_user: AsOpt = None,
+    at: AtOpt = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Apply for a resource (申请): conditional ones go to the provider's review."""
+    import yaml
+
+    from exchange.workflow import service
+    from exchange.workflow.application import parse_application
+
+    data: dict[str, Any] = {}
+    if form is not None:
+        try:
+            data = yaml.safe_load(form.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadInput(f"form {form}: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadInput(f"form {form}: expected a mapping of the form's fields")
+    given = {
+        "resource": resource, "node": node, "fields": split_list(fields),
+        "department_code": department_code, "department_name": department_name,
+        "purpose": purpose, "legal_basis": legal_basis, "contact_name": contact_name,
+        "contact_phone": contact_phone, "contact_email": contact_email,
+        "system_name": system_name, "system_ip": system_ip, "deploy_location": deploy_location,
+        "usage_days": days, "urgency": urgency, "urgency_reason": urgency_reason,
+        "target_table": table, "target_schema": schema,
+    }  # fmt: skip
+    data.update({k: v for k, v in given.items() if v is not None})
+    application = parse_application(data)
+    _act(catalog, as_user, lambda ws, who: service.apply(ws, who, application, parse_time(at)))
+
+
+@app.command("review")
+def review(
+    subscription: IdArg,
+    approve: Annotated[bool, typer.Option("--approve/--reject", help="The decision.")],
+    fields: Annotated[str | None, typer.Option(help="Approve fewer fields than asked.")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why (required to reject).")] = None,
+    as_user: AsOpt = None,
+    at: AtOpt = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Review a request for one of your resources (审核)."""
+    from exchange.workflow import service
+
+    _act(catalog, as_user, lambda ws, who: service.review(
+        ws, who, subscription, approve=approve, fields=split_list(fields), reason=reason,
+        now=parse_time(at),
+    ))  # fmt: skip
+
+
+@app.command("withdraw")
+def withdraw(
+    subscription: IdArg,
+    reason: Annotated[str, typer.Option(help="Why.")] = "withdrawn by the requester",
+    as_user: AsOpt = None,
+    at: AtOpt = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Withdraw your application before implementation (撤销)."""
+    from exchange.workflow import service
+
+    _act(catalog, as_user, lambda ws, who: service.withdraw(
+        ws, who, subscription, reason, parse_time(at)))  # fmt: skip
+
+
+@app.command("sign-off")
+def sign_off(
+    subscription: IdArg, as_user: AsOpt = None, at: AtOpt = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:  # fmt: skip
+    """Confirm that the data arrived (签收)."""
+    from exchange.workflow import service
+
+    _act(catalog, as_user, lambda ws, who: service.sign_off(ws, who, subscription, parse_time(at)))
+
+
+@app.command("evaluate")
+def evaluate(
+    subscription: IdArg,
+    stars: Annotated[
+        str,
+        typer.Option(
+            help="Five 1-5 ratings: matches description, data quality, timeliness, "
+            "implementation service, review efficiency (e.g. 5,4,5,5,4)."
+        ),
+    ],
+    comment: Annotated[str | None, typer.Option()] = None,
+    as_user: AsOpt = None,
+    at: AtOpt = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Rate the delivery (评价); this closes the subscription."""
+    from pydantic import ValidationError
+
+    from exchange.workflow import service
+
+    parts = split_list(stars)
+    names = list(service.Stars.model_fields)
+    if len(parts) != len(names):
+        raise BadInput(f"--stars needs {len(names)} ratings ({', '.join(names)}), got {stars!r}")
+    try:
+        rating = service.Stars.model_validate(dict(zip(names, parts, strict=True)))
+    except ValidationError as exc:
+        raise BadInput(
+            f"--stars {stars!r}: each rating is 1 to 5 ({exc.error_count()} not)"
+        ) from None
+    _act(catalog, as_user, lambda ws, who: service.evaluate(
+        ws, who, subscription, rating, comment, parse_time(at)))  # fmt: skip
+
+
+@app.command("report-effectiveness")
+def report_effectiveness(
+    subscription: IdArg,
+    summary: Annotated[str, typer.Option(help="What the data achieved (应用成效).")],
+    as_user: AsOpt = None,
+    at: AtOpt = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Report usage effectiveness, due 90 days after closing (lifts a suspension)."""
+    from exchange.workflow import service
+
+    _act(catalog, as_user, lambda ws, who: service.report_effectiveness(
+        ws, who, subscription, summary, parse_time(at)))  # fmt: skip
+
+
+@app.command("show")
+def show(
+    subscription: IdArg,
+    as_user: AsOpt = None,
+    at: Annotated[str | None, typer.Option("--at", hidden=True)] = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """A subscription: form, deadlines (Asia/Shanghai), history."""
+    from exchange.workflow import service
+
+    _act(
+        catalog,
+        as_user,
+        lambda ws, who: service.show(ws, who, subscription, parse_time(at)),
+        detail=True,
+    )
+
+
+def _admin(action: str, doc: str) -> Callable[..., None]:
+    """An admin step (``service.admin_step``) as a command with the same options as the rest."""
+
+    def step(
+        subscription: IdArg,
+        reason: Annotated[str, typer.Option(help="Why.")],
+        as_user: AsOpt = None,
+        at: AtOpt = None,
+        catalog: CatalogOpt = DEFAULT_CATALOG,
+    ) -> None:
+        from exchange.workflow import service
+
+        _act(catalog, as_user, lambda ws, who: service.admin_step(
+            ws, who, subscription, action, reason, parse_time(at)))  # fmt: skip
+
+    step.__doc__ = doc
+    return step
+
+
+app.command("suspend")(_admin("suspend", "Stop deliveries to a subscription (admin)."))
+app.command("resume")(_admin("resume", "Resume a suspended subscription (admin)."))
+app.command("implemented")(_admin("deliver", "Mark an implementation done by hand (admin)."))
+
+
+# -- outside the workflow ----------------------------------------------------------------------
+
+
+@app.command("add")
+def subscription_add(
+    resource: str,
+    node: Annotated[str, typer.Option(help="The requester's front-end node.")],
+    until: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="Last day of use.")],
+    fields: Annotated[str, typer.Option(help="Granted fields, comma-separated.")] = "",
+    table: Annotated[str | None, typer.Option(help="Target table (default: source name).")] = None,
+    schema: Annotated[str | None, typer.Option(help="Target schema.")] = None,
+    target_dir: Annotated[
+        str | None, typer.Option("--dir", help="Target directory on a file node.")
+    ] = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Add a subscription approved outside the workflow: it starts in implementation."""
+    from exchange.workflow.grants import add_subscription, describe_target
+
+    with workspace(catalog) as ws:
+        sub = add_subscription(
+            ws, resource, node, split_list(fields), until.date(), target_table=table,
+            target_schema=schema, target_dir=target_dir,
+        )  # fmt: skip
+        if target_dir is not None or not sub.fields:
+            console.print(
+                f"subscription {sub.id}: {resource} -> {describe_target(ws, sub)} "
+                f"until {sub.valid_until}"
+            )
+            return
+        console.print(
+            f"subscription {sub.id}: {resource} -> {node}.{sub.target_table} "
+            f"({', '.join(sub.fields)}) until {sub.valid_until}"
+        )
+
+
+@app.command("list")
+def subscription_list(
+    resource: Annotated[str | None, typer.Argument()] = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """List subscriptions."""
+    from rich.table import Table
+
+    from exchange.workflow.grants import list_subscriptions
+
+    with workspace(catalog) as ws:
+        t = Table(title="subscriptions")
+        for col in ("id", "resource", "node.table", "fields", "status", "valid until"):
+            t.add_column(col, overflow="fold")
+        for s in list_subscriptions(ws, resource):
+            t.add_row(
+                str(s.id),
+                s.resource_code,
+                f"{s.subscriber_node}.{s.target_table}",
+                ", ".join(s.fields),
+                s.status,
+                str(s.valid_until),
+            )
+        console.print(t)

@@ -1,0 +1,269 @@
+"""One run of any resource: the one place that decides which kind a resource is.
+
+plan → extract → validate → deliver (each subscriber) → record, for every kind. ``exchange
+run`` calls ``run_resource``; each Airflow task (``exchange.orchestration``) calls one step;
+the demo and the benchmarks call the same. Each kind supplies its steps (``KindSteps``):
+
+* table: extract once from the provider's front-end DB, validate, merge into each
+  subscriber's table (``exchange.tables``).
+* file / folder: pull each new or changed file once, parse tabular files into rows, validate
+  those, then push files to file subscribers and merge rows into table subscribers
+  (``exchange.files`` for the files, ``exchange.tables`` for the rows: composed here, so the
+  two never import each other and the tabular-file → table delivery exists once).
+
+A run held back by quality ends the same way on every path: every planned subscriber is
+recorded ``held`` (nothing delivered, watermarks stay), the run's status is ``held``; the CLI
+exits 1 and Airflow fails the task without retrying (``RunHeld`` is terminal).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from exchange.catalog.model import Resource
+from exchange.files import plan as file_plan
+from exchange.files import pull as file_pull
+from exchange.files import push as file_push
+from exchange.files import tabular
+from exchange.kernel.errors import BadInput
+from exchange.quality.record import after_deliveries
+from exchange.runs.handle import RunHandle, unfinished_run
+from exchange.runs.plan import Delivery, FolderDelivery, TableDelivery
+from exchange.runs.record import RunSummary, finish
+from exchange.runs.results import DeliveryResult, record_delivery, recorded
+from exchange.tables import extract as table_extract
+from exchange.tables import load as table_load
+from exchange.tables import plan as table_plan
+from exchange.tables.validate import ValidationResult
+from exchange.tables.validate import validate as validate_rows
+from exchange.workspace import Workspace
+
+Progress = Callable[[int], None]
+
+
+class Reporter(Protocol):
+    """Where progress goes (a rich progress bar in the CLI, nothing in tests)."""
+
+    def task(self, label: str, total: int | None) -> Progress: ...
+
+    def delivered(self, result: DeliveryResult) -> None: ...
+
+
+class QuietReporter:
+    def task(self, label: str, total: int | None) -> Progress:
+        return lambda n: None
+
+    def delivered(self, result: DeliveryResult) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What the extract step staged: rows (tables, parsed files) and files pulled."""
+
+    rows: int
+    path: str
+    files: int = 0
+    files_held_back: int = 0
+    bytes: int = 0
+
+
+# --- the kinds ----------------------------------------------------------------------------
+
+
+class KindSteps(Protocol):
+    """What one kind of resource does at each step (adding a kind: a class and a line)."""
+
+    def plan(self, ws: Workspace, resource: Resource, full: bool) -> RunHandle: ...
+
+    def extract(self, ws: Workspace, run: RunHandle, progress: Progress) -> Extracted: ...
+
+    def extract_total(self, run: RunHandle) -> int | None: ...
+
+    def has_rows(self, run: RunHandle) -> bool: ...
+
+
+class TableSteps:
+    def plan(self, ws: Workspace, resource: Resource, full: bool) -> RunHandle:
+        return table_plan.plan_table(ws, resource, full=full)
+
+    def extract(self, ws: Workspace, run: RunHandle, progress: Progress) -> Extracted:
+        rows = table_extract.extract(ws, run, progress)
+        return Extracted(rows, str(run.dir.part("extract")))
+
+    def extract_total(self, run: RunHandle) -> int | None:
+        return None  # the source's row count is not asked for (a COUNT(*) would cost a scan)
+
+    def has_rows(self, run: RunHandle) -> bool:
+        return True
+
+
+class FileSteps:
+    def plan(self, ws: Workspace, resource: Resource, full: bool) -> RunHandle:
+        return file_plan.plan_files(ws, resource, full=full)
+
+    def extract(self, ws: Workspace, run: RunHandle, progress: Progress) -> Extracted:
+        got = file_pull.pull(ws, run, progress)
+        rows = tabular.to_table(ws, run) if self.has_rows(run) else 0
+        return Extracted(rows, str(run.dir.path / "files"), got.pulled, got.held_back, got.bytes)
+
+    def extract_total(self, run: RunHandle) -> int | None:
+        return sum(f.size for f in run.plan.files)
+
+    def has_rows(self, run: RunHandle) -> bool:
+        """Rows to validate and load: only when some subscriber takes a tabular file's rows."""
+        return bool(run.plan.tables())
+
+
+STEPS: dict[str, KindSteps] = {"table": TableSteps(), "file": FileSteps(), "folder": FileSteps()}
+
+
+def steps_for(resource: Resource) -> KindSteps:
+    """The steps of the resource's kind: the one place that asks which kind it is."""
+    try:
+        return STEPS[resource.kind]
+    except KeyError:
+        raise BadInput(
+            f"resource {resource.code} is a {resource.kind} resource: it is served on request, "
+            "not run"
+        ) from None
+
+
+# --- the steps, for every kind ------------------------------------------------------------
+
+
+def plan(ws: Workspace, code: str, *, full: bool = False) -> RunHandle:
+    """Create a run and its plan; an unfinished run of the resource is resumed instead."""
+    resource = ws.catalog.resource(code)
+    steps = steps_for(resource)
+    previous = unfinished_run(ws, code)
+    if previous is not None:
+        return RunHandle.open(ws, previous)
+    return steps.plan(ws, resource, full)
+
+
+def extract(ws: Workspace, run: RunHandle, progress: Progress | None = None) -> Extracted:
+    """Stage what the plan asks for, once: the provider's rows, or its new and changed files."""
+    return steps_for(run.resource).extract(ws, run, progress or (lambda n: None))
+
+
+def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
+    """Check the staged rows; quarantine bad ones. When quality holds the run back, every
+    planned subscriber is recorded ``held`` (nothing goes out, watermarks stay)."""
+    if not steps_for(run.resource).has_rows(run):
+        return ValidationResult()  # plain files: nothing to parse or check
+    result = validate_rows(ws, run)
+    if result.held:
+        for d in run.plan.deliveries:
+            done = recorded(ws, run.id, d.subscription_id)
+            if done is None or done.status != "held":
+                record_delivery(ws, held_result(d, result.held), run.id)
+    return result
+
+
+def held_result(d: Delivery, why: str) -> DeliveryResult:
+    since = d.since if isinstance(d, TableDelivery) else None
+    return DeliveryResult(
+        d.subscription_id, d.node, d.table, "held", 0, 0.0, since, f"held back: {why}"
+    )
+
+
+def deliver(
+    ws: Workspace, run: RunHandle, subscription_id: int, progress: Progress | None = None
+) -> DeliveryResult:
+    """Deliver the run to one subscriber, exactly once; a failure is recorded and returned."""
+    d = run.plan.delivery(subscription_id)
+    done = recorded(ws, run.id, subscription_id)
+    if done is not None and done.status == "held":
+        return held_result(d, (done.error or "").removeprefix("held back: "))
+    if isinstance(d, FolderDelivery):
+        return file_push.push_subscriber(ws, run, d, progress)
+    result = table_load.load_subscriber(ws, run, d, progress)
+    if result.status == "delivered" and run.resource.files is not None:
+        tabular.record_parsed(ws, run, subscription_id)  # the files' versions, in the ledger
+    return result
+
+
+def deliver_total(run: RunHandle, d: Delivery, validated: ValidationResult) -> int:
+    """What a delivery's progress counts to: rows for a table, bytes for files."""
+    if isinstance(d, FolderDelivery):
+        return sum(f.size for f in run.plan.files_for(d.subscription_id))
+    return validated.valid
+
+
+def record(ws: Workspace, run: RunHandle) -> RunSummary:
+    """Close the run: quality learns what was delivered, then the run's outcome is recorded."""
+    after_deliveries(ws, run)
+    return finish(ws, run)
+
+
+# --- all of them, in this process ---------------------------------------------------------
+
+
+def run_resource(
+    ws: Workspace, code: str, *, full: bool = False, reporter: Reporter | None = None
+) -> RunSummary:
+    """Plan (or resume), extract, validate, deliver to every subscriber, record."""
+    rep = reporter or QuietReporter()
+    run = plan(ws, code, full=full)
+    steps = steps_for(run.resource)
+    label = "pull" if isinstance(steps, FileSteps) else "extract"
+    extract(ws, run, rep.task(f"{label} {code}", steps.extract_total(run)))
+    validated = validate(ws, run)
+    if validated.held:
+        for d in run.plan.deliveries:
+            rep.delivered(held_result(d, validated.held))
+    else:
+        deliver_all(ws, run, validated, rep)
+    return record(ws, run)
+
+
+def deliver_all(
+    ws: Workspace, run: RunHandle, validated: ValidationResult, rep: Reporter
+) -> list[DeliveryResult]:
+    """Every planned delivery, reported in plan order.
+
+    Different nodes load side by side (the work is mostly in the target databases, the
+    transports and Arrow, which release the GIL); one node's subscriptions go one after the
+    other, so that no front-end DB takes concurrent merges from us (and SQLite's one writer
+    is safe).
+    """
+
+    def one_node(batch: list[Delivery]) -> list[DeliveryResult]:
+        out = []
+        for d in batch:
+            total = deliver_total(run, d, validated)
+            verb = "push" if isinstance(d, FolderDelivery) else "load"
+            unit = " (bytes)" if isinstance(d, FolderDelivery) else ""
+            task = rep.task(f"{verb} {d.target}{unit}", total)
+            out.append(deliver(ws, run, d.subscription_id, task))
+        return out
+
+    by_node: dict[str, list[Delivery]] = {}
+    for d in run.plan.deliveries:
+        by_node.setdefault(d.node, []).append(d)
+    workers = max(1, min(len(by_node), load_workers()))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exchange-load") as pool:
+        done = {r.subscription_id: r for rs in pool.map(one_node, by_node.values()) for r in rs}
+    results = [done[d.subscription_id] for d in run.plan.deliveries]
+    for r in results:
+        rep.delivered(r)
+    return results
+
+
+def load_workers() -> int:
+    """How many nodes are delivered to at once in this process ($EXCHANGE_LOAD_WORKERS, 3)."""
+    return int(os.environ.get("EXCHANGE_LOAD_WORKERS", "3"))
+
+
+def describe(run: RunHandle) -> dict[str, Any]:
+    """A run as tasks pass it on: ids and paths, never data."""
+    return {
+        "run_id": run.id,
+        "run_dir": str(run.dir.path),
+        "subscriptions": run.plan.subscription_ids,
+    }

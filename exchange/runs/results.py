@@ -1,0 +1,91 @@
+"""What one subscriber got from one run, and the ledger row that records it (every kind).
+
+A delivery is recorded in the metadata store with its outcome, an audit event and, when it
+succeeded, the subscriber's new watermark; the first successful delivery of a subscription
+also completes its implementation in the workflow (same transaction).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from exchange import audit
+from exchange.kernel.clock import utcnow
+from exchange.store.models import Delivery, Watermark
+from exchange.workflow.engine import on_delivered
+from exchange.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What one subscriber got from one run."""
+
+    subscription_id: int
+    node: str
+    table: str  # the target table, or ``/dir`` for files
+    status: str  # delivered | failed | held (quality held the run's delivery back)
+    rows: int  # rows merged, or files put and deleted
+    seconds: float
+    watermark: str | None = None
+    error: str | None = None
+
+
+def recorded(ws: Workspace, run_id: str, subscription_id: int) -> DeliveryResult | None:
+    """This run's delivery to the subscription as already recorded (a resumed run)."""
+    with ws.store.session() as s:
+        row = s.execute(
+            sa.select(Delivery).where(
+                Delivery.run_id == run_id, Delivery.subscription_id == subscription_id
+            )
+        ).scalar()
+        if row is None:
+            return None
+        return DeliveryResult(
+            subscription_id, "", "", row.status, row.rows, row.seconds or 0.0, row.watermark,
+            row.error,
+        )  # fmt: skip
+
+
+def record_delivery(ws: Workspace, result: DeliveryResult, run_id: str) -> None:
+    """Write (or overwrite) the run's delivery row for the subscriber, audit it, and move
+    the watermark and the workflow on when it was delivered."""
+    with ws.store.session() as s:
+        row = s.execute(
+            sa.select(Delivery).where(
+                Delivery.run_id == run_id, Delivery.subscription_id == result.subscription_id
+            )
+        ).scalar()
+        if row is None:
+            row = Delivery(run_id=run_id, subscription_id=result.subscription_id)
+            s.add(row)
+        row.status, row.rows, row.seconds = result.status, result.rows, result.seconds
+        row.watermark, row.error, row.finished_at = result.watermark, result.error, utcnow()
+        if result.status == "delivered" and result.watermark is not None:
+            wm = s.get(Watermark, result.subscription_id)
+            if wm is None:
+                s.add(
+                    Watermark(
+                        subscription_id=result.subscription_id,
+                        value=result.watermark,
+                        run_id=run_id,
+                    )
+                )
+            else:
+                wm.value, wm.run_id = result.watermark, run_id
+        audit.append(
+            s,
+            f"delivery.{result.status}",
+            f"subscription:{result.subscription_id}",
+            {
+                "run": run_id,
+                "node": result.node,
+                "table": result.table,
+                "rows": result.rows,
+                "watermark": result.watermark,
+                "error": result.error,
+            },
+        )
+        if result.status == "delivered":  # the first delivery completes implementation
+            on_delivered(s, result.subscription_id, run_id, utcnow())
