@@ -23,6 +23,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	# The layering (.importlinter): faces -> flow -> kind steps -> services -> connectors |
+	# quality -> catalog -> kernel; no Airflow in the engine; no import cycle.
+	$(BIN)/lint-imports --no-cache
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
