@@ -86,6 +86,10 @@ class KindSteps(Protocol):
 
     def has_rows(self, run: RunHandle) -> bool: ...
 
+    def deliver(
+        self, ws: Workspace, run: RunHandle, d: Delivery, progress: Progress | None
+    ) -> DeliveryResult: ...
+
 
 class TableSteps:
     def plan(self, ws: Workspace, resource: Resource, full: bool) -> RunHandle:
@@ -100,6 +104,12 @@ class TableSteps:
 
     def has_rows(self, run: RunHandle) -> bool:
         return True
+
+    def deliver(
+        self, ws: Workspace, run: RunHandle, d: Delivery, progress: Progress | None
+    ) -> DeliveryResult:
+        assert isinstance(d, TableDelivery), "a table resource plans table deliveries only"
+        return table_load.load_subscriber(ws, run, d, progress)
 
 
 class FileSteps:
@@ -117,6 +127,18 @@ class FileSteps:
     def has_rows(self, run: RunHandle) -> bool:
         """Rows to validate and load: only when some subscriber takes a tabular file's rows."""
         return bool(run.plan.tables())
+
+    def deliver(
+        self, ws: Workspace, run: RunHandle, d: Delivery, progress: Progress | None
+    ) -> DeliveryResult:
+        if isinstance(d, FolderDelivery):
+            return file_push.push_subscriber(ws, run, d, progress)
+        # A tabular file's rows, merged by the table steps; then each file version is in the
+        # ledger for this subscriber as if it had been put (it reaches it once either way).
+        result = table_load.load_subscriber(ws, run, d, progress)
+        if result.status == "delivered":
+            tabular.record_parsed(ws, run, d.subscription_id)
+        return result
 
 
 STEPS: dict[str, KindSteps] = {"table": TableSteps(), "file": FileSteps(), "folder": FileSteps()}
@@ -180,12 +202,7 @@ def deliver(
     done = recorded(ws, run.id, subscription_id)
     if done is not None and done.status == "held":
         return held_result(d, (done.error or "").removeprefix("held back: "))
-    if isinstance(d, FolderDelivery):
-        return file_push.push_subscriber(ws, run, d, progress)
-    result = table_load.load_subscriber(ws, run, d, progress)
-    if result.status == "delivered" and run.resource.files is not None:
-        tabular.record_parsed(ws, run, subscription_id)  # the files' versions, in the ledger
-    return result
+    return steps_for(run.resource).deliver(ws, run, d, progress)
 
 
 def deliver_total(run: RunHandle, d: Delivery, validated: ValidationResult) -> int:

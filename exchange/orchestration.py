@@ -255,10 +255,14 @@ def extract_step(catalog_path: str | Path, run_id: str, mask: Mask | None = None
         run = RunHandle.open(ws, run_id)
         _mask_nodes(ws, [run.resource.provider], mask)
         got = flow.extract(ws, run)
-    out: dict[str, Any] = {"run_id": run_id, "rows": got.rows, "path": got.path}
-    if run.resource.files is not None:
-        out.update(files=got.files, held_back=got.files_held_back, bytes=got.bytes)
-    return out
+    return {
+        "run_id": run_id,
+        "rows": got.rows,
+        "path": got.path,
+        "files": got.files,
+        "held_back": got.files_held_back,
+        "bytes": got.bytes,
+    }
 
 
 def validate_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:

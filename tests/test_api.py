@@ -41,6 +41,10 @@ def ws(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workspace]:
 
 @pytest.fixture
 def server(ws: Workspace) -> Iterator[str]:
+    yield from serve(ws)
+
+
+def serve(ws: Workspace | None) -> Iterator[str]:
     """The API served by uvicorn in a thread on a free loopback port."""
     port = free_port()
     srv = uvicorn.Server(
@@ -173,3 +177,18 @@ def test_every_call_is_audited_and_no_token_reaches_the_log(
         assert token not in text and token[:12] not in text
     assert not any(h in text for h in token_hashes)
     assert "zhangsan@example.gov.cn" not in text  # contact details stay in the form, not the log
+
+
+def test_an_unreachable_metadata_store_is_503_with_retry_after_not_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Retriable error (the store, a node, another run's lock) is the caller's to retry.
+    open_city(tmp_path).close()
+    monkeypatch.setenv("EXCHANGE_CATALOG", str(tmp_path / "catalog.yaml"))
+    monkeypatch.setenv("EXCHANGE_HOME", str(tmp_path))
+    monkeypatch.setenv("EXCHANGE_DB_URL", "postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    for url in serve(None):
+        r = httpx.get(f"{url}/me", headers={"Authorization": "Bearer exg_x"}, timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "30"
+        assert "127.0.0.1:1" in r.json()["detail"] and "password" not in r.json()["detail"]

@@ -28,6 +28,7 @@ from exchange.kernel.errors import (
     Forbidden,
     IllegalTransition,
     NotFound,
+    Retriable,
     Unauthorized,
 )
 from exchange.kernel.workdays import default_calendar
@@ -44,8 +45,10 @@ _STATUS = [
     (BadInput, 400),
     (Unauthorized, 401),
     (Forbidden, 403),
+    (Retriable, 503),  # a node or the store is unreachable, another run holds the lock
     (ExchangeError, 500),
 ]
+RETRY_AFTER_SECONDS = 30
 UNAUDITED = ("/docs", "/openapi.json", "/redoc", "/docs/oauth2-redirect")
 
 
@@ -147,6 +150,8 @@ def create_app(ws: Workspace | None = None) -> FastAPI:
     async def _errors(request: Request, exc: Exception) -> JSONResponse:
         code = next(c for kind, c in _STATUS if isinstance(exc, kind))
         headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+        if code == 503:
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return JSONResponse({"detail": str(exc)}, status_code=code, headers=headers)
 
     @app.middleware("http")

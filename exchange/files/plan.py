@@ -17,7 +17,6 @@ from exchange.catalog.model import Resource
 from exchange.files.models import FileDelivery, FileManifest
 from exchange.files.nodes import session
 from exchange.files.select import list_resource
-from exchange.kernel.kinds import FILE_NODE_KINDS
 from exchange.runs.handle import RunHandle, active_subscriptions, new_run_id, start_run
 from exchange.runs.plan import (
     Delivery,
@@ -28,6 +27,7 @@ from exchange.runs.plan import (
     TableDelivery,
 )
 from exchange.store.models import FileTarget, Subscription
+from exchange.workflow.grants import receives_files
 from exchange.workspace import Workspace
 
 
@@ -65,7 +65,7 @@ def file_targets(ws: Workspace, subscription_ids: list[int]) -> dict[int, str]:
 def _delivery(
     ws: Workspace, sub: Subscription, resource: Resource, dirs: dict[int, str]
 ) -> Delivery:
-    if ws.catalog.node(sub.subscriber_node).kind in FILE_NODE_KINDS:
+    if receives_files(ws.catalog, sub.subscriber_node):
         return FolderDelivery(sub.id, sub.subscriber_node, dirs.get(sub.id, ""))
     return TableDelivery(  # a tabular file's rows, into the subscriber's table
         subscription_id=sub.id,
