@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-VALIDATOR_NAMES = ("uscc", "resident_id", "region_code", "mobile", "phone")
 _NAME = r"([A-Za-z_][A-Za-z0-9_]{0,62})"
 COMPARE_RE = re.compile(rf"^\s*{_NAME}\s*(<=|>=|==|!=|<|>)\s*{_NAME}\s*$")
 FRESHNESS_RE = re.compile(r"^(cycle|[1-9][0-9]*[mhd])$")

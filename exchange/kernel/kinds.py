@@ -1,7 +1,7 @@
 """The registries' declarations: which kinds of node and resource exist, and which logical
 field types. Each is declared here once; the dialect registry, the transport registry, the
-connection types, the JSON Schema's enums and the resource-kind steps are checked against
-these by ``tests/test_registries.py``, which names whatever a new kind forgot.
+connection types, the validators, the JSON Schema's enums and the resource-kind steps are
+checked against these by ``tests/test_registries.py``, which names whatever a new kind forgot.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ NODE_KINDS: tuple[str, ...] = DATABASE_KINDS + FILE_NODE_KINDS
 
 #: Resource kinds (库表 / 文件 / 文件夹 / 服务接口).
 RESOURCE_KINDS: tuple[str, ...] = ("table", "file", "folder", "api")
+
+#: Domain validators a field's ``rules: {validator: ...}`` may name (``quality.validators``).
+VALIDATOR_NAMES: tuple[str, ...] = ("uscc", "resident_id", "region_code", "mobile", "phone")
 
 #: Logical field types of the catalog, mapped to each dialect's and Arrow's types.
 LOGICAL_TYPES: tuple[str, ...] = (
