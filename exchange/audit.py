@@ -15,8 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from exchange.kernel.clock import utcnow
 from exchange.store.locks import serialize
-from exchange.store.models import AuditEvent, utcnow
+from exchange.store.models import AuditEvent
 
 GENESIS = "0" * 64
 

@@ -18,8 +18,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from exchange import audit
 from exchange.flow import run_resource
 from exchange.kernel.clock import today as shanghai_today
+from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition
-from exchange.store.models import Delivery, Subscription, utcnow
+from exchange.store.models import Delivery, Subscription
 from exchange.workflow import service as svc
 from exchange.workflow import states as st
 from exchange.workflow.housekeeping import tick

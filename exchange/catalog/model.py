@@ -12,9 +12,6 @@ from exchange.catalog.quality_spec import (
     field_rules,
     resource_quality,
 )
-from exchange.kernel.kinds import DATABASE_KINDS, FILE_NODE_KINDS
-
-__all__ = ["DATABASE_KINDS", "FILE_NODE_KINDS"]  # re-exported: what a node kind means
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,8 @@ def tickets(
     ] = False,
 ) -> None:
     """Quality tickets for providers: counts by rule, sample keys, deadline."""
+    from exchange.kernel.clock import utcnow
     from exchange.quality.tickets import list_tickets, overdue
-    from exchange.store.models import utcnow
 
     with workspace(catalog) as ws:
         now = utcnow()
@@ -222,8 +222,8 @@ def report_list(
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
     """Error reports, their deadlines, and how far their fix has reached."""
+    from exchange.kernel.clock import utcnow
     from exchange.quality.error_reports import list_reports
-    from exchange.store.models import utcnow
 
     with workspace(catalog) as ws:
         views = list_reports(ws, resource)

@@ -14,7 +14,8 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from exchange.store.models import Base, utcnow
+from exchange.kernel.clock import utcnow
+from exchange.store.models import Base
 
 
 class FileManifest(Base):

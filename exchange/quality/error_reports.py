@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from exchange import audit
 from exchange.catalog.model import Resource
-from exchange.kernel.clock import SHANGHAI, today
+from exchange.kernel.clock import SHANGHAI, today, utcnow
 from exchange.kernel.errors import BadInput, NotFound
 from exchange.kernel.workdays import add_working_days
 from exchange.quality.models import ErrorReport, ErrorReportDelivery
@@ -26,7 +26,7 @@ from exchange.quality.tickets import checked_answer
 from exchange.runs import watermark
 from exchange.runs.plan import Plan
 from exchange.runs.rundir import RunDir
-from exchange.store.models import Delivery, Subscription, utcnow
+from exchange.store.models import Delivery, Subscription
 from exchange.workspace import Workspace
 
 ANSWER_DAYS = 3  # the provider answers within 3 working days (001, 003 §10)

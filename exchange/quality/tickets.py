@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from exchange import audit
 from exchange.catalog.model import Resource
+from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, NotFound
 from exchange.kernel.workdays import add_working_days
 from exchange.quality.models import QualityTicket
-from exchange.store.models import utcnow
 
 ANSWER_DAYS = 3
 RESOLUTIONS = ("fixed_at_source", "accepted", "will_not_fix")

@@ -10,8 +10,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from exchange.kernel.clock import utcnow
 
-__all__ = ["utcnow"]  # re-exported: models default their times with it
-
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: sa.JSON, list[str]: sa.JSON}

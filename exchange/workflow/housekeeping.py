@@ -24,10 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from exchange import audit
+from exchange.kernel.clock import utcnow
 from exchange.kernel.workdays import WorkCalendar
 from exchange.store import Store
 from exchange.store.locks import serialize
-from exchange.store.models import Subscription, utcnow
+from exchange.store.models import Subscription
 from exchange.workflow import notifications, sla
 from exchange.workflow import states as st
 from exchange.workflow.config import WorkflowSettings

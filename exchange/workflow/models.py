@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from exchange.store.models import Base, utcnow
+from exchange.kernel.clock import utcnow
+from exchange.store.models import Base
 
 
 class SubscriptionTransition(Base):

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from connectors.secrets import redact
 from exchange import audit
+from exchange.kernel.clock import utcnow
 from exchange.store import Store
-from exchange.store.models import utcnow
 from exchange.workflow.models import Notification
 
 

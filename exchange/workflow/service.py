@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from exchange import audit
 from exchange.catalog.model import Resource
+from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition, NotFound
 from exchange.store.locks import serialize
-from exchange.store.models import Subscription, utcnow
+from exchange.store.models import Subscription
 from exchange.workflow import sla
 from exchange.workflow import states as st
 from exchange.workflow.application import Application

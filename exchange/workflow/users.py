@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from exchange import audit
+from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, NotFound, Unauthorized
-from exchange.store.models import utcnow
 from exchange.workflow.models import ApiToken, User
 
 ROLES = ("admin", "provider", "requester")
