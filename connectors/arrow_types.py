@@ -1,4 +1,4 @@
-"""Logical catalog types as Arrow types, and turning driver rows into Arrow batches."""
+"""Logical column types as Arrow types, and turning driver rows into Arrow batches."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from exchange.catalog.model import Field
+from connectors.columns import Column
 
 
-def arrow_type(field: Field) -> pa.DataType:
-    """The Arrow type that carries a catalog field through staging."""
+def arrow_type(field: Column) -> pa.DataType:
+    """The Arrow type that carries a column (a catalog field, say) through staging."""
     t = field.type
     if t == "smallint":
         return pa.int16()
@@ -35,7 +35,7 @@ def arrow_type(field: Field) -> pa.DataType:
     raise ValueError(f"unknown logical type {t!r}")
 
 
-def arrow_schema(fields: Sequence[Field]) -> pa.Schema:
+def arrow_schema(fields: Sequence[Column]) -> pa.Schema:
     """The staging schema for these fields (nullability is checked by validation, not Arrow)."""
     return pa.schema([pa.field(f.name, arrow_type(f)) for f in fields])
 

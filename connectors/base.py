@@ -1,13 +1,20 @@
 """The one interface every front-end database dialect implements.
 
-A connector moves rows and knows nothing of subscriptions or rules. Reading streams Arrow
-record batches (memory bounded by the batch size). Writing is one call, ``merge``: create or
-evolve the target table, bulk-load the batches into a session-private staging table, upsert by
-primary key, optionally delete what the source no longer has, and write the delivery marker,
-all in one transaction. The marker is what makes delivery exactly once across crashes.
+A connector moves rows and knows nothing of subscriptions, rules or the catalog (it stands on
+``exchange.kernel`` only; columns are anything shaped like ``columns.Column``). Reading streams
+Arrow record batches (memory bounded by the batch size). Writing is ``ensure_table`` (create or
+evolve the target table) and then one call, ``merge``: bulk-load the batches into a
+session-private staging table, upsert by primary key, optionally delete what the source no
+longer has, and write the delivery marker, all in one transaction. The marker is what makes
+delivery exactly once across crashes.
 
-A dialect module supplies its type mapping and the four dialect-specific statements; adding a
-dialect is adding a file and a line in ``registry``.
+``merge`` is written once, here, over a ``MergeTransaction``: the five operations a dialect's
+write path provides (probe, create staging, bulk-load, execute a statement, commit).
+``StagedMerge`` implements them on a SQLAlchemy connection (MariaDB, SQLite, Oracle);
+PostgreSQL implements them on one ADBC connection. A dialect module supplies its type mapping,
+its staging table and bulk load, and the dialect-specific statements (``upsert``,
+``delete_missing``); adding a dialect is adding a file and a line in ``registry``, and its
+conformance is ``tests/conformance/``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -26,9 +33,9 @@ from alembic.operations import Operations
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows_to_batch
+from connectors.columns import Column
 from connectors.prefetch import prefetch
 from connectors.secrets import redact, safe_url
-from exchange.catalog.model import Field
 from exchange.kernel.errors import BadInput, ConnectionFailed, DataError
 from exchange.kernel.faults import crashpoint
 
@@ -48,10 +55,11 @@ def check_identifier(name: str, what: str = "identifier") -> str:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A table as the engine sees it: name, typed fields, primary key."""
+    """A table as the engine sees it: name, typed fields (catalog fields, ``ColumnSpec``s or
+    anything else shaped like ``Column``), primary key."""
 
     name: str
-    fields: tuple[Field, ...]
+    fields: tuple[Column, ...]
     primary_key: tuple[str, ...]
     schema: str | None = None
 
@@ -153,8 +161,8 @@ class DatabaseConnector(ABC):
     #: The dialect's type for each logical type without a size (sized ones: ``column_type``).
     SIMPLE_TYPES: ClassVar[dict[str, sa.types.TypeEngine[Any]]] = {}
 
-    def column_type(self, field: Field) -> sa.types.TypeEngine[Any]:
-        """The dialect's column type for a catalog field."""
+    def column_type(self, field: Column) -> sa.types.TypeEngine[Any]:
+        """The dialect's column type for a field of a logical type."""
         if field.type == "decimal":
             return sa.Numeric(field.precision, field.scale or 0)
         if field.type == "varchar":
@@ -289,7 +297,6 @@ class DatabaseConnector(ABC):
             return None
         return DeliveryMarker(subscription_id, row.run_id, row.watermark, row.rows_merged)
 
-    @abstractmethod
     def merge(
         self,
         spec: TableSpec,
@@ -301,7 +308,43 @@ class DatabaseConnector(ABC):
     ) -> int:
         """Load ``batches`` into ``spec`` by primary key, with the marker, in one transaction;
         return the number of rows loaded. ``delete_missing`` (snapshot mode) also deletes the
-        target rows whose key is not among them."""
+        target rows whose key is not among them. ``on_rows`` hears of each batch loaded.
+
+        The exactly-once protocol, for every dialect: probe whether the target is empty;
+        bulk-load the batches straight into it when it is (a first delivery: nothing to update
+        or delete, and a staging copy would double the work), else into a session-private
+        staging table, then upsert from it and, when asked, delete what it lacks; replace this
+        subscription's marker row; commit. A crash before the commit leaves the target as it
+        was; the crash points (``EXCHANGE_CRASH_AT``) mark each step. The target exists
+        (``ensure_table``); a connector merges once (it lives for one delivery).
+        """
+        md = sa.MetaData()
+        target = self.sa_table(spec, md)
+        marker_t = self._marker_table(md, spec.schema)
+        with self.merge_transaction(spec) as tx:
+            into = target if tx.is_empty(target) else tx.create_staging(target)
+            loaded = tx.load(into, (b for b in batches if b.num_rows), on_rows)
+            crashpoint("merge:staged", self.node)
+            if into is not target:
+                tx.execute(self.upsert(target, into))
+                crashpoint("merge:upserted", self.node)
+                if delete_missing:
+                    tx.execute(self.delete_missing(target, into))
+            tx.execute(
+                sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id)
+            )
+            tx.execute(sa.insert(marker_t).values(**self.marker_values(spec, marker, loaded)))
+            crashpoint("merge:before-commit", self.node)
+            tx.commit()
+        return loaded
+
+    @abstractmethod
+    def merge_transaction(self, spec: TableSpec) -> AbstractContextManager[MergeTransaction]:
+        """The transaction one ``merge`` into ``spec`` runs in, on one session of the target.
+
+        Leaving it without ``commit`` (an exception, or the process dying) rolls everything
+        back. Failures surface as errors naming node and table (and row key where known).
+        """
 
     def marker_values(self, spec: TableSpec, marker: DeliveryMarker, rows: int) -> dict[str, Any]:
         return {
@@ -360,51 +403,45 @@ class DatabaseConnector(ABC):
         return sa.Table(name, md, *cols, **kw)
 
 
-class StagedMerge(DatabaseConnector):
-    """``merge`` through a SQLAlchemy transaction: bulk-load into a session-private staging
-    table, upsert, delete what is missing, write the marker, commit.
+class MergeTransaction(ABC):
+    """The operations ``DatabaseConnector.merge`` is written over: one transaction on one
+    session of the target database. Each write path (a SQLAlchemy connection, ADBC, ...)
+    implements them; the protocol itself, its order and its crash points live in ``merge``."""
 
-    Into an empty target (a first delivery) the rows are bulk-loaded straight into it: there is
-    nothing to update or delete, and the staging copy would double the work.
-    """
+    @abstractmethod
+    def is_empty(self, table: sa.Table) -> bool:
+        """Whether ``table`` holds no row."""
 
-    def merge(
+    @abstractmethod
+    def create_staging(self, target: sa.Table) -> sa.Table:
+        """A session-private staging table shaped like ``target`` (gone with the session)."""
+
+    @abstractmethod
+    def load(
         self,
-        spec: TableSpec,
+        into: sa.Table,
         batches: Iterable[pa.RecordBatch],
-        *,
-        delete_missing: bool,
-        marker: DeliveryMarker,
-        on_rows: Callable[[int], None] | None = None,
+        on_rows: Callable[[int], None] | None,
     ) -> int:
-        md = sa.MetaData()
-        target = self.sa_table(spec, md)
-        marker_t = self._marker_table(md, spec.schema)
-        loaded = 0
-        prepared = prefetch((b, self.encode(b)) for b in batches if b.num_rows)
-        with self.connect(begin=True) as conn:
-            empty = conn.execute(sa.select(sa.literal(1)).select_from(target).limit(1)).first()
-            into = target if empty is None else self.create_staging(conn, target)
-            for batch, payload in prepared:
-                try:
-                    self.bulk_load(conn, into, batch, payload)
-                except sa.exc.DBAPIError as exc:
-                    raise self.explain_load_error(exc, spec, batch) from None
-                loaded += batch.num_rows
-                if on_rows:
-                    on_rows(batch.num_rows)
-            crashpoint("merge:staged", self.node)
-            if into is not target:
-                conn.execute(self.upsert(target, into))
-                crashpoint("merge:upserted", self.node)
-                if delete_missing:
-                    conn.execute(self.delete_missing(target, into))
-            conn.execute(
-                sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id)
-            )
-            conn.execute(sa.insert(marker_t).values(**self.marker_values(spec, marker, loaded)))
-            crashpoint("merge:before-commit", self.node)
-        return loaded
+        """Bulk-load the (non-empty) ``batches`` into ``into``; the number of rows loaded."""
+
+    @abstractmethod
+    def execute(self, statement: sa.Executable) -> None:
+        """Run one statement (upsert, delete, marker) in the transaction."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Commit everything done in the transaction."""
+
+
+class StagedMerge(DatabaseConnector):
+    """``merge`` through a SQLAlchemy transaction (``ConnectionMerge``): the dialect supplies
+    its staging table (``create_staging``) and its bulk path (``encode``, ``bulk_load``)."""
+
+    @contextmanager
+    def merge_transaction(self, spec: TableSpec) -> Iterator[MergeTransaction]:
+        with self.connect() as conn, conn.begin() as transaction:
+            yield ConnectionMerge(self, spec, conn, transaction)
 
     def encode(self, batch: pa.RecordBatch) -> Any:
         """Prepare a batch for ``bulk_load`` (runs ahead, in the prefetch thread)."""
@@ -419,3 +456,49 @@ class StagedMerge(DatabaseConnector):
         self, conn: Connection, table: sa.Table, batch: pa.RecordBatch, payload: Any
     ) -> None:
         """Append ``batch`` (``payload`` is what ``encode`` made of it) to ``table``."""
+
+
+class ConnectionMerge(MergeTransaction):
+    """A merge on a SQLAlchemy connection: the statements through SQLAlchemy, the batches
+    through the dialect's bulk path, each encoded ahead in the prefetch thread while the
+    previous one loads. A load failure names the node, the table and, when the database says
+    which row it rejected, its key."""
+
+    def __init__(
+        self,
+        connector: StagedMerge,
+        spec: TableSpec,
+        conn: Connection,
+        transaction: sa.RootTransaction,
+    ):
+        self.connector, self.spec, self.conn, self.transaction = connector, spec, conn, transaction
+
+    def is_empty(self, table: sa.Table) -> bool:
+        probe = sa.select(sa.literal(1)).select_from(table).limit(1)
+        return self.conn.execute(probe).first() is None
+
+    def create_staging(self, target: sa.Table) -> sa.Table:
+        return self.connector.create_staging(self.conn, target)
+
+    def load(
+        self,
+        into: sa.Table,
+        batches: Iterable[pa.RecordBatch],
+        on_rows: Callable[[int], None] | None,
+    ) -> int:
+        connector, loaded = self.connector, 0
+        for batch, payload in prefetch((b, connector.encode(b)) for b in batches):
+            try:
+                connector.bulk_load(self.conn, into, batch, payload)
+            except sa.exc.DBAPIError as exc:
+                raise connector.explain_load_error(exc, self.spec, batch) from None
+            loaded += batch.num_rows
+            if on_rows:
+                on_rows(batch.num_rows)
+        return loaded
+
+    def execute(self, statement: sa.Executable) -> None:
+        self.conn.execute(statement)
+
+    def commit(self) -> None:
+        self.transaction.commit()

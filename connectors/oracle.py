@@ -15,7 +15,7 @@ from sqlalchemy.dialects import oracle
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connectors.base import StagedMerge, driver_connection
-from exchange.catalog.model import Field
+from connectors.columns import Column
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "smallint": oracle.NUMBER(5, 0),
@@ -65,7 +65,7 @@ class OracleConnector(StagedMerge):
         prep.reserved_words = set(prep.reserved_words) | RESERVED
         return engine
 
-    def column_type(self, field: Field) -> sa.types.TypeEngine[Any]:
+    def column_type(self, field: Column) -> sa.types.TypeEngine[Any]:
         if field.type == "decimal":
             return oracle.NUMBER(field.precision, field.scale or 0)
         if field.type == "varchar":

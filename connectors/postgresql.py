@@ -1,9 +1,11 @@
 """PostgreSQL front-end databases: Arrow in and out through ADBC (binary COPY in C++);
-psycopg 3 (through SQLAlchemy) for DDL and inspection."""
+psycopg 3 (through SQLAlchemy) for DDL and inspection. ``merge`` (the protocol in
+``connectors.base``) runs on one ADBC connection: ``AdbcMerge``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -11,12 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
-from connectors.arrow_types import arrow_type
-from connectors.base import DatabaseConnector, DeliveryMarker, SinceFilter, TableSpec
+from connectors.base import DatabaseConnector, MergeTransaction, SinceFilter, TableSpec
 from connectors.prefetch import prefetch
 from connectors.secrets import redact
 from exchange.kernel.errors import BadInput, ConnectionFailed, DataError
-from exchange.kernel.faults import crashpoint
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "smallint": sa.SmallInteger(),
@@ -78,69 +78,70 @@ class PostgreSQLConnector(DatabaseConnector):
         except adbc.Error as exc:
             raise ConnectionFailed(self._connect_message(exc)) from None
 
-    def merge(
-        self,
-        spec: TableSpec,
-        batches: Iterable[pa.RecordBatch],
-        *,
-        delete_missing: bool,
-        marker: DeliveryMarker,
-        on_rows: Callable[[int], None] | None = None,
-    ) -> int:
-        """One ADBC transaction: binary COPY of the Arrow batches (into the target when it is
-        empty, else into a temporary table, then ON CONFLICT and the snapshot delete), and the
-        marker. ADBC writes Arrow as binary COPY in C++: no per-row Python, no text encoding."""
+    @contextmanager
+    def merge_transaction(self, spec: TableSpec) -> Iterator[MergeTransaction]:
+        """One ADBC connection and transaction; any driver error names node and table."""
         import adbc_driver_postgresql.dbapi as adbc
 
-        md = sa.MetaData()
-        target = self.sa_table(spec, md)
-        marker_t = self._marker_table(md, spec.schema)
-        staging = self.staging_table(target)
-        loaded = 0
-
-        def counted() -> Iterator[pa.RecordBatch]:
-            nonlocal loaded
-            for batch in prefetch(b for b in batches if b.num_rows):
-                loaded += batch.num_rows
-                if on_rows:
-                    on_rows(batch.num_rows)
-                yield batch
-
-        reader = pa.RecordBatchReader.from_batches(
-            pa.schema([pa.field(f.name, arrow_type(f)) for f in spec.fields]), counted()
-        )
         conn = self._adbc()
         with conn, conn.cursor() as cur:
             try:
-                probe, params = self._sql(
-                    sa.select(sa.literal_column("1")).select_from(target).limit(1)
-                )
-                cur.execute(probe, parameters=params or None)
-                empty = cur.fetchone() is None
-                if empty:
-                    cur.adbc_ingest(target.name, reader, mode="append", db_schema_name=spec.schema)
-                else:
-                    cur.adbc_ingest(staging.name, reader, mode="create", temporary=True)
-                crashpoint("merge:staged", self.node)
-                if not empty:
-                    cur.execute(self._sql(self.upsert(target, staging))[0])  # no parameters
-                    crashpoint("merge:upserted", self.node)
-                    if delete_missing:
-                        cur.execute(self._sql(self.delete_missing(target, staging))[0])
-                for stmt in (
-                    sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id),
-                    sa.insert(marker_t).values(**self.marker_values(spec, marker, loaded)),
-                ):
-                    sql_text, params = self._sql(stmt)
-                    cur.execute(sql_text, parameters=params or None)
-                crashpoint("merge:before-commit", self.node)
-                conn.commit()
+                yield AdbcMerge(self, spec, conn, cur)
             except adbc.Error as exc:
                 detail = redact(str(exc).strip().splitlines()[0], self.url.password)
                 raise DataError(f"node {self.node!r} table {spec.qualified}: {detail}") from None
-        return loaded
 
     def _sql(self, stmt: Any) -> tuple[str, tuple[Any, ...]]:
         """A statement as PostgreSQL text with $n parameters, for the ADBC driver."""
         compiled = stmt.compile(dialect=psycopg_dialect(paramstyle="numeric_dollar"))
         return str(compiled), tuple(compiled.params[k] for k in compiled.positiontup or ())
+
+
+class AdbcMerge(MergeTransaction):
+    """A merge on one ADBC connection: binary COPY of the Arrow batches (``adbc_ingest``),
+    appended into the target when it is empty, else into a temporary table that the ingest
+    itself creates; then ON CONFLICT, the snapshot delete and the marker as $n statements.
+    ADBC writes Arrow as binary COPY in C++: no per-row Python, no text encoding. The batches
+    are read ahead in the prefetch thread while the ingest streams the previous one."""
+
+    def __init__(self, connector: PostgreSQLConnector, spec: TableSpec, conn: Any, cur: Any):
+        self.connector, self.spec, self.conn, self.cur = connector, spec, conn, cur
+        self.staging: sa.Table | None = None  # created by the first ingest into it
+
+    def is_empty(self, table: sa.Table) -> bool:
+        self.execute(sa.select(sa.literal_column("1")).select_from(table).limit(1))
+        return self.cur.fetchone() is None
+
+    def create_staging(self, target: sa.Table) -> sa.Table:
+        self.staging = self.connector.staging_table(target)
+        return self.staging
+
+    def load(
+        self,
+        into: sa.Table,
+        batches: Iterable[pa.RecordBatch],
+        on_rows: Callable[[int], None] | None,
+    ) -> int:
+        loaded = 0
+
+        def counted() -> Iterator[pa.RecordBatch]:
+            nonlocal loaded
+            for batch in prefetch(batches):
+                loaded += batch.num_rows
+                if on_rows:
+                    on_rows(batch.num_rows)
+                yield batch
+
+        reader = pa.RecordBatchReader.from_batches(self.spec.arrow_schema(), counted())
+        if into is self.staging:
+            self.cur.adbc_ingest(into.name, reader, mode="create", temporary=True)
+        else:
+            self.cur.adbc_ingest(into.name, reader, mode="append", db_schema_name=into.schema)
+        return loaded
+
+    def execute(self, statement: sa.Executable) -> None:
+        sql_text, params = self.connector._sql(statement)
+        self.cur.execute(sql_text, parameters=params or None)
+
+    def commit(self) -> None:
+        self.conn.commit()

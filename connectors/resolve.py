@@ -11,12 +11,39 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.engine import URL
 
-from exchange.catalog.model import FrontEnd
 from exchange.kernel.errors import BadInput
+
+
+class ConnectionSource(Protocol):
+    """Where a node's connection comes from (the catalog's ``ConnectionRef``): exactly one of
+    an environment variable, an Airflow connection id or a path; never the secret itself."""
+
+    @property
+    def env(self) -> str | None: ...
+
+    @property
+    def airflow_conn_id(self) -> str | None: ...
+
+    @property
+    def path(self) -> str | None: ...
+
+
+class Node(Protocol):
+    """What the resolver reads of a front-end node (the catalog's ``FrontEnd``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def connection(self) -> ConnectionSource: ...
+
 
 _CONN_TYPES = {
     "postgres": "postgresql",
@@ -81,7 +108,7 @@ def airflow_conn_from_env(conn_id: str) -> str | None:
     return raw
 
 
-def resolve_url(node: FrontEnd, base_dir: str | Path = ".") -> str:
+def resolve_url(node: Node, base_dir: str | Path = ".") -> str:
     """The node's connection URL (it may hold a secret: never print or log it)."""
     ref = node.connection
     if ref.path is not None:

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connectors.base import StagedMerge, driver_connection
-from exchange.catalog.model import Field
+from connectors.columns import Column
 
 # SQLite has no date, decimal or boolean storage class: dates, timestamps and decimals are kept
 # as ISO / exact decimal text (text sorts and compares right; REAL would round decimals).
@@ -37,7 +37,7 @@ class SQLiteConnector(StagedMerge):
 
         return engine
 
-    def column_type(self, field: Field) -> sa.types.TypeEngine[Any]:
+    def column_type(self, field: Column) -> sa.types.TypeEngine[Any]:
         return _TYPES.get(field.type, sa.Text())
 
     def since_clause(self, column: sa.ColumnClause[Any], value: Any) -> sa.ColumnElement[bool]:
