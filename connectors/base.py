@@ -487,11 +487,17 @@ class ConnectionMerge(MergeTransaction):
         on_rows: Callable[[int], None] | None,
     ) -> int:
         connector, loaded = self.connector, 0
+        # bulk_load runs on the driver's own cursor (LOAD DATA, executemany): its errors are
+        # the driver's, not SQLAlchemy's, and must be explained the same way.
+        driver_error = self.conn.dialect.loaded_dbapi.Error
         for batch, payload in prefetch((b, connector.encode(b)) for b in batches):
             try:
                 connector.bulk_load(self.conn, into, batch, payload)
             except sa.exc.DBAPIError as exc:
                 raise connector.explain_load_error(exc, self.spec, batch) from None
+            except driver_error as exc:
+                wrapped = sa.exc.DBAPIError("bulk load", None, exc)
+                raise connector.explain_load_error(wrapped, self.spec, batch) from None
             loaded += batch.num_rows
             if on_rows:
                 on_rows(batch.num_rows)

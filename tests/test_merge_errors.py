@@ -3,7 +3,6 @@ row, its key; never the password."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pyarrow as pa
@@ -70,15 +69,12 @@ def test_a_postgresql_load_the_target_rejects_names_node_and_table(
     assert database.rows(COMPANY) == ([] if first else FIRST[1:])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=sqlite3.IntegrityError,
-    reason="known gap, kept as it was: the SQLAlchemy write path's bulk_load runs on the raw "
-    "driver cursor, so its errors (sqlite3, PyMySQL, oracledb) are not sa.exc.DBAPIError and "
-    "never reach explain_load_error; the raw driver error escapes instead",
-)
 def test_a_sqlite_load_the_target_rejects_names_node_and_table(tmp_path: Path) -> None:
+    # The driver's own error (sqlite3, PyMySQL, oracledb under LOAD DATA / executemany) is
+    # explained like SQLAlchemy's, so the delivery fails alone instead of crashing the run.
     database = FrontEndDatabase(f"sqlite:///{tmp_path / 'fe.db'}")
 
     with pytest.raises(DataError, match=r"^node 'conformance_fe' table company: NOT NULL"):
         database.deliver(COMPANY, NAMELESS, run_id="run-1")
+
+    assert database.rows(COMPANY) == []
