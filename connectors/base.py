@@ -36,6 +36,7 @@ from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows
 from connectors.columns import Column
 from connectors.prefetch import prefetch
 from connectors.secrets import redact, safe_url
+from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, ConnectionFailed, DataError
 from exchange.kernel.faults import crashpoint
 
@@ -103,12 +104,6 @@ class DeliveryMarker:
 def driver_connection(conn: Connection) -> Any:
     """The DBAPI driver's own connection under a SQLAlchemy one (for COPY, LOAD DATA, ...)."""
     return conn.connection.driver_connection
-
-
-def utcnow_naive() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def row_key(batch: pa.RecordBatch, index: int, key: tuple[str, ...]) -> str:
@@ -353,7 +348,7 @@ class DatabaseConnector(ABC):
             "target_table": spec.qualified,
             "watermark": marker.watermark,
             "rows_merged": rows,
-            "delivered_at": utcnow_naive(),
+            "delivered_at": utcnow(),
         }
 
     def upsert(self, target: sa.Table, staging: sa.Table) -> sa.Executable:

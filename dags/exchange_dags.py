@@ -32,9 +32,10 @@ from airflow.sdk.log import mask_secret
 
 from exchange import orchestration as orch
 from exchange.catalog import Resource, load_catalog
+from exchange.kernel.clock import TIMEZONE
 from exchange.kernel.errors import DeliveryFailed, ExchangeError, is_terminal
 
-START = pendulum.datetime(2026, 1, 1, tz=orch.TIMEZONE)
+START = pendulum.datetime(2026, 1, 1, tz=TIMEZONE)
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "exchange",
     "retries": orch.RETRY.retries,
@@ -58,7 +59,7 @@ def _final(fn: Any, *args: Any, **kwargs: Any) -> Any:
 def _schedule(resource: Resource) -> Any:
     sched = orch.schedule_for(resource)
     if sched.cron is not None:
-        return CronTriggerTimetable(sched.cron, timezone=orch.TIMEZONE)
+        return CronTriggerTimetable(sched.cron, timezone=TIMEZONE)
     if sched.every is not None:
         return DeltaTriggerTimetable(sched.every)
     return None

@@ -17,6 +17,7 @@ from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, t
 from airflow.sdk.exceptions import AirflowSkipException
 
 from exchange import orchestration as orch
+from exchange.kernel.clock import TIMEZONE
 
 _CATALOG = os.environ.get("EXCHANGE_CATALOG")
 
@@ -29,8 +30,8 @@ def build_housekeeping_dag(catalog_path: str) -> Any:
     @dag(
         dag_id=orch.HOUSEKEEPING_DAG_ID,
         description="workflow deadlines, reminders, sign-off, expiry; daily run report",
-        schedule=CronTriggerTimetable("*/15 * * * *", timezone=orch.TIMEZONE),
-        start_date=pendulum.datetime(2026, 1, 1, tz=orch.TIMEZONE),
+        schedule=CronTriggerTimetable("*/15 * * * *", timezone=TIMEZONE),
+        start_date=pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
         catchup=False,
         max_active_runs=1,
         default_args={

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from connectors.resolve import resolve_url
 from exchange import flow
 from exchange.catalog.model import Catalog, Resource
+from exchange.kernel import clock
 from exchange.kernel.clock import today
 from exchange.kernel.errors import BadInput, DeliveryFailed, RunHeld
 from exchange.runs.handle import RunHandle
@@ -401,7 +402,7 @@ def daily_report_step(catalog_path: str | Path, now: dt.datetime) -> str | None:
 def parse_now(value: str | None) -> dt.datetime:
     """``now`` for a housekeeping run: an ISO timestamp (tests, catch-up) or the wall clock."""
     if not value:
-        return dt.datetime.now(dt.UTC)
+        return clock.now()
     try:
         at = dt.datetime.fromisoformat(value)
     except ValueError:

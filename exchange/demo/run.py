@@ -21,6 +21,7 @@ from exchange.demo import quality as demo_quality
 from exchange.demo.folder import FolderDemo, run_folder_demo
 from exchange.demo.registry import COLUMNS, enterprise_rows
 from exchange.flow import Reporter, run_resource
+from exchange.kernel.clock import local_now, today
 from exchange.kernel.settings import Settings
 from exchange.runs.record import RunSummary
 from exchange.workflow.grants import add_subscription
@@ -149,7 +150,7 @@ def run_demo(
 
     ws = Workspace.open(catalog, Settings(home=home, db_url=f"sqlite:///{home / 'exchange.db'}"))
     try:
-        until = dt.date.today() + dt.timedelta(days=365)
+        until = today() + dt.timedelta(days=365)
         subs = {
             node: add_subscription(ws, RESOURCE, node, fields, until, target_table="enterprise")
             for node, fields in GRANTS.items()
@@ -160,7 +161,7 @@ def run_demo(
             ("full", run_resource(ws, RESOURCE, reporter=reporter), time.perf_counter() - t0)
         )
         report_id = demo_quality.report_error(ws, RESOURCE, subs["hrss_fe"].id)
-        now = dt.datetime.now().replace(microsecond=0)
+        now = local_now().replace(microsecond=0)  # the provider writes Shanghai wall time
         changed, added = change_provider(home / "provider.db", rows, now)
         fixed = demo_quality.repair_provider(home / "provider.db", rows, now)
         demo_quality.provider_answers(ws, report_id)
