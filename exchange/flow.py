@@ -181,9 +181,7 @@ def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
     result = validate_rows(ws, run)
     if result.held:
         for d in run.plan.deliveries:
-            done = recorded(ws, run.id, d.subscription_id)
-            if done is None or done.status != "held":
-                record_delivery(ws, held_result(d, result.held), run.id)
+            hold(ws, run, d, result.held)
     return result
 
 
@@ -194,15 +192,31 @@ def held_result(d: Delivery, why: str) -> DeliveryResult:
     )
 
 
+def hold(ws: Workspace, run: RunHandle, d: Delivery, why: str) -> DeliveryResult:
+    """Record that ``d`` gets nothing of this held-back run (once; watermark unchanged)."""
+    result = held_result(d, why)
+    done = recorded(ws, run.id, d.subscription_id)
+    if done is None or done.status != "held":
+        record_delivery(ws, result, run.id)
+    return result
+
+
 def deliver(
     ws: Workspace, run: RunHandle, subscription_id: int, progress: Progress | None = None
 ) -> DeliveryResult:
     """Deliver the run to one subscriber, exactly once; a failure is recorded and returned."""
     d = run.plan.delivery(subscription_id)
-    done = recorded(ws, run.id, subscription_id)
-    if done is not None and done.status == "held":
-        return held_result(d, (done.error or "").removeprefix("held back: "))
-    return steps_for(run.resource).deliver(ws, run, d, progress)
+    steps = steps_for(run.resource)
+    held = None
+    if run.dir.is_done("validate"):
+        held = run.dir.read_done("validate").get("held")
+    elif isinstance(d, TableDelivery) and steps.has_rows(run):  # never rows nobody checked
+        raise BadInput(
+            f"run {run.id}: validate it before delivering to subscription {d.subscription_id}"
+        )
+    if held:  # quality held the whole run back: this subscriber gets nothing either
+        return hold(ws, run, d, held)
+    return steps.deliver(ws, run, d, progress)
 
 
 def deliver_total(run: RunHandle, d: Delivery, validated: ValidationResult) -> int:
