@@ -1,7 +1,7 @@
 """File transports (SFTP, FTP, FTPS, local directories) behind one interface.
 
 ``open_transport(node, kind, url)`` turns a node's resolved connection URL into a connected
-transport:
+transport, through the transport registry (``connectors/files/registry.py``):
 
     file:///srv/exchange/market                     (local)
     sftp://user:pw@host:22/base/dir?known_hosts=/etc/exchange/known_hosts&key_file=/etc/k
@@ -14,9 +14,7 @@ The URL may hold a password: never log it (see ``connectors.secrets.redact``).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
 
 from connectors.files.base import (
     AccessDenied,
@@ -25,25 +23,26 @@ from connectors.files.base import (
     FileMissing,
     FileTransport,
     HostKeyRejected,
+    NodeURL,
     TransferError,
     clean_path,
     join,
 )
-from exchange.kernel.errors import BadInput
+from connectors.files.registry import TRANSPORTS, open_transport
 
-#: Which SSH layer carries SFTP where a node's URL has no ``?client=``: auto|openssh|paramiko.
-SFTP_CLIENT_ENV = "EXCHANGE_SFTP_CLIENT"
-FILE_KINDS: frozenset[str] = frozenset({"sftp", "ftp", "ftps", "local"})
-_SCHEMES = {"sftp": {"sftp", "ssh"}, "ftp": {"ftp"}, "ftps": {"ftps"}, "local": {"file"}}
+#: The kinds of file node, one per entry of the transport registry.
+FILE_KINDS: frozenset[str] = frozenset(TRANSPORTS)
 
 __all__ = [
     "FILE_KINDS",
+    "SFTP_CLIENT_ENV",
     "AccessDenied",
     "ConnectionLost",
     "FileInfo",
     "FileMissing",
     "FileTransport",
     "HostKeyRejected",
+    "NodeURL",
     "TransferError",
     "clean_path",
     "join",
@@ -51,52 +50,11 @@ __all__ = [
 ]
 
 
-def open_transport(
-    node: str, kind: str, url: str, *, known_hosts: str | None = None, **tuning: int | str
-) -> FileTransport:
-    """A connected transport for a file node; ``known_hosts`` is the platform's default file."""
-    parts = urlsplit(url)
-    if kind not in _SCHEMES:
-        raise BadInput(f"node {node!r}: kind {kind!r} is not a file node")
-    if parts.scheme not in _SCHEMES[kind]:
-        raise BadInput(f"node {node!r} is declared {kind} but its URL scheme is {parts.scheme!r}")
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    base = unquote(parts.path) or "/"
-    if kind == "local":
-        from connectors.files.local import LocalTransport
+def __getattr__(name: str) -> Any:
+    # SFTP_CLIENT_ENV lives with the SFTP transport, which is imported only when asked for
+    # (it brings paramiko).
+    if name == "SFTP_CLIENT_ENV":
+        from connectors.files.sftp import SFTP_CLIENT_ENV
 
-        return LocalTransport(node, Path(base))
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    host = parts.hostname or ""
-    if not host:
-        raise BadInput(f"node {node!r}: the connection URL names no host")
-    if kind == "sftp":
-        from connectors.files.sftp import SFTPOptions, SFTPTransport
-
-        opts = SFTPOptions(
-            host=host,
-            port=parts.port or 22,
-            username=user or "",
-            password=password,
-            base=base,
-            known_hosts=query.get("known_hosts") or known_hosts or "~/.ssh/known_hosts",
-            key_file=query.get("key_file"),
-            client=query.get("client") or os.environ.get(SFTP_CLIENT_ENV) or "auto",
-            **tuning,  # type: ignore[arg-type]
-        )
-        return SFTPTransport(node, opts)
-    from connectors.files.ftp import FTPOptions, FTPTransport
-
-    return FTPTransport(
-        node,
-        FTPOptions(
-            host=host,
-            port=parts.port or 21,
-            username=user or "anonymous",
-            password=password,
-            base=base,
-            tls=kind == "ftps",
-            ca_file=query.get("ca_file"),
-        ),
-    )
+        return SFTP_CLIENT_ENV
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

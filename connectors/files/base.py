@@ -7,6 +7,14 @@ transport maps them under that base and never lets ``..`` climb out of it.
 What a transport must offer is small: list and stat, read from an offset, write from an offset
 (so that an interrupted transfer resumes instead of starting over), rename over an existing
 file atomically, remove, make directories, and optionally a server-side sha256.
+
+Errors say what a scheduler should do: a ``TransferError`` (access denied, a missing file, a
+rejected host key) is ``terminal``, the same on every try; a ``ConnectionLost`` is
+``Retriable``: reconnect and resume.
+
+Each kind of file node has a factory (``open_<kind>(url, known_hosts=..., **tuning)``) that
+builds its transport from the node's ``NodeURL``; ``connectors/files/registry.py`` maps the
+node kinds to them.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from exchange.kernel.errors import BadInput, ConnectionFailed, ExchangeError
 
@@ -34,6 +43,8 @@ class FileInfo:
 class TransferError(ExchangeError):
     """A file operation failed for a reason that retrying will not fix (the message says why)."""
 
+    terminal = True
+
 
 class AccessDenied(TransferError):
     """The server refused the operation: permissions of the account on that path."""
@@ -51,9 +62,63 @@ class HostKeyRejected(TransferError):
     """An SFTP server's host key is not the one in the platform's known_hosts (or is absent)."""
 
 
+@dataclass(frozen=True)
+class NodeURL:
+    """A file node's connection URL, split for its transport's factory.
+
+    ``file:///srv/base``, ``sftp://user:pw@host:22/base?key_file=...``: the path is the node's
+    base directory, the query holds the transport's options. The URL may hold a password: never
+    log it (see ``connectors.secrets.redact``).
+    """
+
+    node: str
+    parts: SplitResult
+
+    @classmethod
+    def parse(cls, node: str, url: str) -> NodeURL:
+        return cls(node, urlsplit(url))
+
+    @property
+    def scheme(self) -> str:
+        return self.parts.scheme
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query's options (the last value of a repeated one)."""
+        return {k: v[-1] for k, v in parse_qs(self.parts.query).items()}
+
+    @property
+    def base(self) -> str:
+        """The node's base directory (``/`` if the URL names none)."""
+        return unquote(self.parts.path) or "/"
+
+    @property
+    def username(self) -> str | None:
+        return unquote(self.parts.username) if self.parts.username else None
+
+    @property
+    def password(self) -> str | None:
+        return unquote(self.parts.password) if self.parts.password is not None else None
+
+    @property
+    def host(self) -> str:
+        """The server's host name; a URL without one is bad input."""
+        if not self.parts.hostname:
+            raise BadInput(f"node {self.node!r}: the connection URL names no host")
+        return self.parts.hostname
+
+    @property
+    def port(self) -> int | None:
+        return self.parts.port
+
+
 def clean_path(path: str) -> str:
-    """A relative POSIX path inside the node's base: ``/out/a/../b.csv`` -> ``out/b.csv``."""
-    norm = posixpath.normpath("/" + path.replace("\\", "/")).lstrip("/")
+    """A relative POSIX path inside the node's base: ``/out/a/../b.csv`` -> ``out/b.csv``.
+
+    A leading ``/`` is the base itself; a ``..`` that would climb above the base is bad input.
+    """
+    rel = path.replace("\\", "/").lstrip("/")
+    norm = posixpath.normpath(rel) if rel else ""
     if norm in ("", "."):
         return ""
     if norm.startswith("..") or "\x00" in norm:

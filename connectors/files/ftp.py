@@ -24,9 +24,33 @@ from connectors.files.base import (
     FileInfo,
     FileMissing,
     FileTransport,
+    NodeURL,
     TransferError,
     clean_path,
 )
+
+
+def open_ftp(url: NodeURL, *, known_hosts: str | None = None, **tuning: int | str) -> FTPTransport:
+    """An FTP node: ``ftp://user:pw@host:21/base`` (no user: anonymous)."""
+    return FTPTransport(url.node, _options(url, tls=False))
+
+
+def open_ftps(url: NodeURL, *, known_hosts: str | None = None, **tuning: int | str) -> FTPTransport:
+    """An FTPS node: ``ftps://user:pw@host:990/base?ca_file=/etc/exchange/ca.pem``."""
+    return FTPTransport(url.node, _options(url, tls=True))
+
+
+def _options(url: NodeURL, *, tls: bool) -> FTPOptions:
+    host = url.host
+    return FTPOptions(
+        host=host,
+        port=url.port or 21,
+        username=url.username or "anonymous",
+        password=url.password,
+        base=url.base,
+        tls=tls,
+        ca_file=url.query.get("ca_file"),
+    )
 
 
 @dataclass(frozen=True)
@@ -62,17 +86,28 @@ def _mdtm(value: str) -> float:
 
 
 class _DataStream:
-    """One data connection (RETR or STOR); closing it reads the server's final reply."""
+    """One data connection (RETR or STOR); closing it reads the server's final reply.
 
-    def __init__(self, transport: FTPTransport, conn: socket.socket, path: str):
+    A download closed before its end (``read_text`` of a marker reads its first bytes) is cut
+    short on purpose: the server's "426 transfer aborted" is then the expected reply.
+    """
+
+    def __init__(
+        self, transport: FTPTransport, conn: socket.socket, path: str, reading: bool = False
+    ):
         self.t, self.conn, self.path = transport, conn, path
         self.closed = False
+        self.reading = reading
+        self.at_end = False  # the server closed the data connection: the whole file came
 
     def read(self, n: int = -1) -> bytes:
         try:
-            return self.conn.recv(n if n > 0 else 1 << 20)
+            data = self.conn.recv(n if n > 0 else 1 << 20)
         except (OSError, EOFError) as exc:
             raise self.t._error(exc, self.path) from None
+        if not data:
+            self.at_end = True
+        return data
 
     def write(self, data: bytes) -> int:
         try:
@@ -85,11 +120,15 @@ class _DataStream:
         if self.closed:
             return
         self.closed = True
+        cut_short = self.reading and not self.at_end
         try:
-            if isinstance(self.conn, ssl.SSLSocket):
-                self.conn.unwrap()
+            if isinstance(self.conn, ssl.SSLSocket) and not cut_short:
+                self.conn.unwrap()  # (unread data would stand in the way of TLS's goodbye)
             self.conn.close()
             self.t.ftp.voidresp()
+        except ftplib.error_temp as exc:
+            if not (cut_short and str(exc).startswith(("426", "451"))):
+                raise self.t._error(exc, self.path) from None
         except (OSError, EOFError, ftplib.Error) as exc:
             raise self.t._error(exc, self.path) from None
 
@@ -166,6 +205,15 @@ class FTPTransport(FileTransport):
             return ConnectionLost(f"{where}: connection lost: {text or type(exc).__name__}")
         return TransferError(f"{where}: {text}")
 
+    def _binary(self) -> None:
+        """Back to TYPE I after a listing (the server answered it, well or not): ftplib lists
+        in ASCII mode (``TYPE A``), in which servers convert the line ends of RETR and STOR
+        and refuse SIZE."""
+        try:
+            self.ftp.voidcmd("TYPE I")
+        except (OSError, EOFError, ftplib.Error):
+            pass  # the connection is gone: the listing's own error (or the next call) says so
+
     def _call(self, path: str, fn: Any, *args: Any) -> Any:
         try:
             return fn(*args)
@@ -191,12 +239,17 @@ class FTPTransport(FileTransport):
             try:
                 entries = list(self.ftp.mlsd(self._abs(rel), facts=["type", "size", "modify"]))
             except ftplib.error_perm as exc:
+                self._binary()
                 if not str(exc).startswith(("500", "502")):
                     raise self._error(exc, path) from None
                 self._mlsd = False  # the server has no MLSD: fall back for good
-            except (OSError, EOFError, ftplib.Error) as exc:
+            except ftplib.Error as exc:
+                self._binary()
+                raise self._error(exc, path) from None
+            except (OSError, EOFError) as exc:
                 raise self._error(exc, path) from None
             else:
+                self._binary()
                 for name, facts in entries:
                     kind = facts.get("type", "")
                     if kind not in ("file", "dir"):
@@ -205,7 +258,14 @@ class FTPTransport(FileTransport):
                     mtime = _mdtm(facts["modify"]) if "modify" in facts else 0.0
                     yield FileInfo(child, int(facts.get("size", 0)), mtime), kind == "dir"
                 return
-        names = self._call(path, self.ftp.nlst, self._abs(rel))
+        try:
+            names = self.ftp.nlst(self._abs(rel))
+        except ftplib.Error as exc:
+            self._binary()
+            raise self._error(exc, path) from None
+        except (OSError, EOFError) as exc:
+            raise self._error(exc, path) from None
+        self._binary()
         for full in names:
             name = full.rstrip("/").rsplit("/", 1)[-1]
             if name in (".", ".."):
@@ -216,7 +276,7 @@ class FTPTransport(FileTransport):
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
         conn = self._call(path, self.ftp.transfercmd, f"RETR {self._abs(path)}", offset or None)
-        return cast(BinaryIO, _DataStream(self, conn, path))
+        return cast(BinaryIO, _DataStream(self, conn, path, reading=True))
 
     def open_write(self, path: str, offset: int = 0) -> BinaryIO:
         conn = self._call(path, self.ftp.transfercmd, f"STOR {self._abs(path)}", offset or None)

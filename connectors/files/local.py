@@ -15,9 +15,17 @@ from connectors.files.base import (
     FileInfo,
     FileMissing,
     FileTransport,
+    NodeURL,
     TransferError,
     clean_path,
 )
+
+
+def open_local(
+    url: NodeURL, *, known_hosts: str | None = None, **tuning: int | str
+) -> LocalTransport:
+    """A local node: ``file:///srv/exchange/market`` (no host, no options)."""
+    return LocalTransport(url.node, Path(url.base))
 
 
 class LocalTransport(FileTransport):

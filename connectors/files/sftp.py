@@ -17,6 +17,7 @@ the other fills), so memory stays bounded whatever the file size; uploads pipeli
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import stat as stat_mode
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from connectors.files.base import (
     FileMissing,
     FileTransport,
     HostKeyRejected,
+    NodeURL,
     TransferError,
     clean_path,
 )
@@ -40,6 +42,8 @@ from connectors.files.openssh import SSHProcess, classify, ssh_binary, ssh_comma
 from exchange.kernel.errors import BadInput
 
 CLIENTS = ("auto", "openssh", "paramiko")
+#: Which SSH layer carries SFTP where a node's URL has no ``?client=``: auto|openssh|paramiko.
+SFTP_CLIENT_ENV = "EXCHANGE_SFTP_CLIENT"
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,30 @@ class SFTPOptions:
     max_requests: int = 32  # reads in flight per window
     window_size: int = 4 << 20  # paramiko's SSH layer only
     max_packet_size: int = 32 << 10  # paramiko's SSH layer only
+
+
+def open_sftp(
+    url: NodeURL, *, known_hosts: str | None = None, **tuning: int | str
+) -> SFTPTransport:
+    """An SFTP node: ``sftp://user[:pw]@host[:22]/base?known_hosts=&key_file=&client=``.
+
+    ``known_hosts`` is the platform's default file (the URL's ``?known_hosts=`` wins);
+    ``tuning`` overrides ``SFTPOptions``' figures (``read_window=``, ``request_size=``, ...).
+    """
+    host = url.host
+    query = url.query
+    opts = SFTPOptions(
+        host=host,
+        port=url.port or 22,
+        username=url.username or "",
+        password=url.password,
+        base=url.base,
+        known_hosts=query.get("known_hosts") or known_hosts or "~/.ssh/known_hosts",
+        key_file=query.get("key_file"),
+        client=query.get("client") or os.environ.get(SFTP_CLIENT_ENV) or "auto",
+        **tuning,  # type: ignore[arg-type]
+    )
+    return SFTPTransport(url.node, opts)
 
 
 def _host_entry(host: str, port: int) -> str:
