@@ -81,11 +81,6 @@ class Server:
         else:
             self.srv = FTPTestServer(tmp / "root", tls=kind == "ftps", tmp=tmp)
             self.srv.server.handler.auth_failed_timeout = 0  # (pyftpdlib waits 3 s by default)
-            dtp = self.srv.server.handler.dtp_handler
-            if not self.srv.tls:
-                # pyftpdlib reads through handle_read_event, bound to its own handle_read: so
-                # that tests/servers/ftp.py's drop_after("write") fires, route it to theirs.
-                dtp.handle_read_event = dtp.handle_read
         self.root = self.srv.root
 
     def url(self, password: str = "") -> str:

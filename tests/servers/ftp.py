@@ -96,6 +96,10 @@ class FTPTestServer:
                 super().handle_read()
                 self._maybe_drop("write", self.tot_bytes_received)
 
+            # pyftpdlib routes a data connection's reads to handle_read_event, not through
+            # handle_read: without this an upload is never dropped.
+            handle_read_event = handle_read
+
             def send(self, data: Any) -> int:
                 sent = int(super().send(data))
                 self._maybe_drop("read", self.tot_bytes_sent)
