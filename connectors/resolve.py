@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from sqlalchemy.engine import URL
 
 from exchange.kernel.errors import BadInput
+from exchange.kernel.kinds import NODE_KINDS
 
 
 class ConnectionSource(Protocol):
@@ -45,17 +46,12 @@ class Node(Protocol):
     def connection(self) -> ConnectionSource: ...
 
 
-_CONN_TYPES = {
+# Airflow connection types -> node kinds: each kind by its own name (a local directory is a
+# path in the catalog, never a connection), plus the names Airflow's providers use.
+_CONN_TYPES = {k: k for k in NODE_KINDS if k != "local"} | {
     "postgres": "postgresql",
-    "postgresql": "postgresql",
-    "mysql": "mysql",
     "mariadb": "mysql",
-    "oracle": "oracle",
-    "sqlite": "sqlite",
-    "sftp": "sftp",
     "ssh": "sftp",
-    "ftp": "ftp",
-    "ftps": "ftps",
 }
 # Extras of file connections (file names and settings, never secrets), carried as URL query
 # parameters.
