@@ -150,8 +150,7 @@ def steps_for(resource: Resource) -> KindSteps:
         return STEPS[resource.kind]
     except KeyError:
         raise BadInput(
-            f"resource {resource.code} is a {resource.kind} resource: it is served on request, "
-            "not run"
+            f"resource {resource.code} (kind {resource.kind}) is served on request, not run"
         ) from None
 
 
