@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -35,8 +35,9 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows_to_batch
 from connectors.columns import Column
 from connectors.prefetch import prefetch
+from connectors.schema_check import TableCheck, compare_source, compare_target, reflect
 from connectors.secrets import redact, safe_url
-from exchange.kernel.clock import utcnow
+from exchange.kernel.clock import TIMEZONE, utcnow
 from exchange.kernel.errors import BadInput, ConnectionFailed, DataError
 from exchange.kernel.faults import crashpoint
 
@@ -155,6 +156,9 @@ class DatabaseConnector(ABC):
     # -- types ---------------------------------------------------------------------------
     #: The dialect's type for each logical type without a size (sized ones: ``column_type``).
     SIMPLE_TYPES: ClassVar[dict[str, sa.types.TypeEngine[Any]]] = {}
+    #: The zone a value without one is in when its field is declared ``timestamptz``: an
+    #: Asia/Shanghai wall-clock time, unless the dialect keeps instants as naive UTC.
+    naive_zone: ClassVar[str] = TIMEZONE
 
     def column_type(self, field: Column) -> sa.types.TypeEngine[Any]:
         """The dialect's column type for a field of a logical type."""
@@ -210,7 +214,7 @@ class DatabaseConnector(ABC):
                 batch = next(batches, None)
                 if batch is None:
                     return
-                conformed = conform(batch, schema)
+                conformed = conform(batch, schema, self.naive_zone)
             except ConversionFailed as exc:
                 if not exc.key and batch is not None:
                     exc.key = {k: batch.column(k)[exc.index].as_py() for k in spec.primary_key}
@@ -239,18 +243,47 @@ class DatabaseConnector(ABC):
                 raise self._query_error(exc, spec) from None
             for part in result.partitions(batch_size):
                 try:
-                    yield rows_to_batch(part, schema)
+                    yield self.to_batch(part, schema)
                 except ConversionFailed as exc:
                     exc.key = dict(zip(spec.column_names, part[exc.index], strict=True))
                     raise
+
+    def to_batch(self, rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.RecordBatch:
+        """Driver rows as a batch of ``schema`` (a dialect may first decode values its way)."""
+        return rows_to_batch(rows, schema, self.naive_zone)
 
     def _query_error(self, exc: sa.exc.DBAPIError, spec: TableSpec) -> Exception:
         detail = redact(str(exc.orig).strip().splitlines()[0], self.url.password)
         return BadInput(f"node {self.node!r} table {spec.qualified}: {detail}")
 
+    # -- checking (connectors.schema_check) ----------------------------------------------
+    def check_target(self, spec: TableSpec) -> TableCheck:
+        """An existing target compared with ``spec`` before a load: the columns that would
+        not hold the declared values (narrower or incompatible), the key it cannot merge by,
+        and the fields it lacks. No table yet: ``exists`` False (``ensure_table`` makes it)."""
+        with self.connect() as conn:
+            found = reflect(conn, spec.name, spec.schema)
+        if found is None:
+            return TableCheck(exists=False)
+        return compare_target(
+            spec.fields, spec.primary_key, found, self.column_type, self.engine.dialect
+        )
+
+    def check_source(self, spec: TableSpec) -> TableCheck:
+        """A provider's table compared with ``spec``: the declared columns it lacks, those
+        whose values do not fit the declared type, a key no constraint keeps unique."""
+        with self.connect() as conn:
+            found = reflect(conn, spec.name, spec.schema)
+        if found is None:
+            return TableCheck(exists=False)
+        return compare_source(
+            spec.fields, spec.primary_key, found, self.column_type, self.engine.dialect
+        )
+
     # -- writing -------------------------------------------------------------------------
-    def ensure_table(self, spec: TableSpec) -> None:
-        """Create the target table if missing, add catalog fields it lacks, and the marker."""
+    def ensure_table(self, spec: TableSpec) -> list[str]:
+        """Create the target table if missing, add catalog fields it lacks, and the marker;
+        return the names of the columns added to an existing table."""
         md = sa.MetaData()
         table = self.sa_table(spec, md)
         marker = self._marker_table(md, spec.schema)
@@ -262,6 +295,7 @@ class DatabaseConnector(ABC):
                 ops = Operations(MigrationContext.configure(conn))
                 for col in missing:
                     ops.add_column(spec.name, col.copy(), schema=spec.schema)
+        return [c.name for c in missing]
 
     def _marker_table(self, md: sa.MetaData, schema: str | None) -> sa.Table:
         return sa.Table(

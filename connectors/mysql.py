@@ -5,16 +5,21 @@ dependent subquery, once per target row."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import tempfile
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pymysql.converters
 import sqlalchemy as sa
+from pymysql.constants import FIELD_TYPE
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine
 
+from connectors.arrow_types import INSTANT, WALL_CLOCK
 from connectors.base import POOL, StagedMerge, driver_connection
 from connectors.text_rows import encode_text_buffer
 
@@ -26,9 +31,23 @@ _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "text": mysql.LONGTEXT(),
     "date": sa.Date(),
     "timestamp": mysql.DATETIME(fsp=6),
+    "timestamptz": mysql.DATETIME(fsp=6),  # an instant, kept as UTC (README, Dialects)
     "boolean": mysql.TINYINT(1),
 }
 _AT_ROW = re.compile(r"\bat row (\d+)")
+
+# The session's zone is Asia/Shanghai's offset (no daylight saving since 1991; a named zone
+# needs the server's time-zone tables): a TIMESTAMP column (an instant) is read as Shanghai
+# wall-clock time, tagged with that offset, so that conforming knows it has a zone.
+SESSION_ZONE = dt.timezone(dt.timedelta(hours=8))
+
+
+def _zoned_timestamp(value: Any) -> Any:
+    parsed = pymysql.converters.convert_datetime(value)
+    return parsed.replace(tzinfo=SESSION_ZONE) if isinstance(parsed, dt.datetime) else parsed
+
+
+_CONVERSIONS = {**pymysql.converters.conversions, FIELD_TYPE.TIMESTAMP: _zoned_timestamp}
 
 
 class MySQLConnector(StagedMerge):
@@ -42,11 +61,21 @@ class MySQLConnector(StagedMerge):
             url,
             **POOL,
             connect_args={
-                "init_command": "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'"
+                "init_command": "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION',"
+                " time_zone='+08:00'",
+                "conv": _CONVERSIONS,
             },
         )
 
     SIMPLE_TYPES = _SIMPLE
+    naive_zone = "UTC"  # a DATETIME(6) declared timestamptz holds UTC (README, Dialects)
+
+    def since_clause(self, column: sa.ColumnClause[Any], value: Any) -> sa.ColumnElement[bool]:
+        # An instant is bound as naive UTC, as DATETIME(6) keeps it; against a TIMESTAMP
+        # column the session reads that as +08:00, 8 hours earlier: more rows, never fewer.
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return super().since_clause(column, value)
 
     def table_options(self) -> dict[str, Any]:
         return {
@@ -63,7 +92,7 @@ class MySQLConnector(StagedMerge):
         return staging
 
     def encode(self, batch: pa.RecordBatch) -> pa.Buffer:
-        return encode_text_buffer(batch)
+        return encode_text_buffer(_instants_as_utc(batch))
 
     def bulk_load(
         self, conn: Connection, table: sa.Table, batch: pa.RecordBatch, payload: Any
@@ -104,3 +133,16 @@ class MySQLConnector(StagedMerge):
         pk = [prep.quote(c.name) for c in target.primary_key.columns]
         on = " AND ".join(f"s.{c} = t.{c}" for c in pk)
         return sa.text(f"DELETE t FROM {t} AS t LEFT JOIN {s} AS s ON {on} WHERE s.{pk[0]} IS NULL")
+
+
+def _instants_as_utc(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Instants as naive UTC (the same microseconds), as a DATETIME(6) timestamptz holds them."""
+    if not any(pa.types.is_timestamp(t) and t.tz is not None for t in batch.schema.types):
+        return batch
+    columns = [
+        pc.cast(pc.cast(c, INSTANT), WALL_CLOCK)
+        if pa.types.is_timestamp(c.type) and c.type.tz is not None
+        else c
+        for c in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)

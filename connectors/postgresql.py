@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -16,7 +17,10 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from connectors.base import DatabaseConnector, MergeTransaction, SinceFilter, TableSpec
 from connectors.prefetch import prefetch
 from connectors.secrets import redact
+from exchange.kernel.clock import TIMEZONE
 from exchange.kernel.errors import BadInput, ConnectionFailed, DataError
+
+_ZONE = f"-c TimeZone={TIMEZONE}"
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "smallint": sa.SmallInteger(),
@@ -26,6 +30,7 @@ _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "text": sa.Text(),
     "date": sa.Date(),
     "timestamp": postgresql.TIMESTAMP(),
+    "timestamptz": postgresql.TIMESTAMP(timezone=True),
     "boolean": sa.Boolean(),
 }
 
@@ -72,7 +77,13 @@ class PostgreSQLConnector(DatabaseConnector):
     def _adbc(self) -> Any:
         import adbc_driver_postgresql.dbapi as adbc
 
-        uri = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # The session's zone is Asia/Shanghai: a cursor bound with a zone compared with a column
+        # without one (or the other way round) meets it as Shanghai wall-clock time.
+        given = self.url.query.get("options")
+        options = " ".join(filter(None, [given if isinstance(given, str) else None, _ZONE]))
+        url = self.url.set(drivername="postgresql").difference_update_query(["options"])
+        uri = url.render_as_string(hide_password=False)
+        uri += ("&" if "?" in uri else "?") + "options=" + quote(options)  # libpq: %20, not +
         try:
             return adbc.connect(uri)
         except adbc.Error as exc:
@@ -132,12 +143,34 @@ class AdbcMerge(MergeTransaction):
                     on_rows(batch.num_rows)
                 yield batch
 
-        reader = pa.RecordBatchReader.from_batches(self.spec.arrow_schema(), counted())
+        schema = self.spec.arrow_schema()
         if into is self.staging:
+            reader = pa.RecordBatchReader.from_batches(schema, counted())
             self.cur.adbc_ingest(into.name, reader, mode="create", temporary=True)
         else:
+            # Binary COPY needs each value in the column's own width: an existing target that
+            # is wider than declared (bigint for integer, timestamp for date) gets it so.
+            wide = self._widened(into, schema)
+            batches_out = counted() if wide == schema else (_cast(b, wide) for b in counted())
+            reader = pa.RecordBatchReader.from_batches(wide, batches_out)
             self.cur.adbc_ingest(into.name, reader, mode="append", db_schema_name=into.schema)
         return loaded
+
+    def _widened(self, into: sa.Table, schema: pa.Schema) -> pa.Schema:
+        """``schema`` with each column that the target keeps in a wider binary type (an
+        accepted wider target: ``connectors.schema_check``) in that type."""
+        import adbc_driver_postgresql.dbapi as adbc
+
+        try:
+            theirs = self.conn.adbc_get_table_schema(into.name, db_schema_filter=into.schema)
+        except adbc.Error:
+            return schema
+        types = {f.name.lower(): f.type for f in theirs}
+        fields = []
+        for f in schema:
+            t = types.get(f.name.lower())
+            fields.append(pa.field(f.name, t) if t is not None and _widens(f.type, t) else f)
+        return pa.schema(fields)
 
     def execute(self, statement: sa.Executable) -> None:
         sql_text, params = self.connector._sql(statement)
@@ -145,3 +178,22 @@ class AdbcMerge(MergeTransaction):
 
     def commit(self) -> None:
         self.conn.commit()
+
+
+def _widens(ours: pa.DataType, theirs: pa.DataType) -> bool:
+    """A lossless widening that binary COPY does not do by itself."""
+    if pa.types.is_integer(ours):
+        if pa.types.is_integer(theirs):
+            return bool(theirs.bit_width > ours.bit_width)
+        return pa.types.is_floating(theirs)
+    if pa.types.is_date(ours):
+        return pa.types.is_timestamp(theirs) and theirs.tz is None
+    if pa.types.is_float32(ours):
+        return pa.types.is_float64(theirs)
+    return False
+
+
+def _cast(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [c.cast(f.type) for c, f in zip(batch.columns, schema, strict=True)], schema=schema
+    )

@@ -175,8 +175,8 @@ def extract(ws: Workspace, run: RunHandle, progress: Progress | None = None) -> 
 def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
     """Check the staged rows; quarantine bad ones. When quality holds the run back, every
     planned subscriber is recorded ``held`` (nothing goes out, watermarks stay)."""
-    if not steps_for(run.resource).has_rows(run):
-        return ValidationResult()  # plain files: nothing to parse or check
+    if not steps_for(run.resource).has_rows(run) or not run.plan.deliveries:
+        return ValidationResult()  # plain files, or nobody to deliver to: nothing to check
     result = validate_rows(ws, run)
     if result.held:
         for d in run.plan.deliveries:

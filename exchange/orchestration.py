@@ -322,6 +322,7 @@ def record_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
         "extracted": summary.extracted,
         "valid": summary.valid,
         "quarantined": summary.quarantined,
+        **({"note": summary.note} if summary.note else {}),
     }
 
 

@@ -40,8 +40,8 @@ def rules_for_resource(resource: Resource, now: dt.datetime) -> list[Rule]:
             rules.append(Between(field=f.name, low=r.min, high=r.max))
         if r.not_future:
             rules.append(NotFuture(field=f.name, now=now + CLOCK_TOLERANCE))
-        if r.unique:
-            rules.append(Unique(field=f.name))
+        if r.unique and (f.name,) != tuple(resource.primary_key):
+            rules.append(Unique(field=f.name))  # a one-field key is duplicate_key's already
     for c in resource.quality.compare:
         rules.append(Compare(field=c.left, op=c.op, other=c.right))
     return rules

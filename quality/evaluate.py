@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quality.mask import excerpt
 from quality.rules import Rule
 
 REASONS_COLUMN = "_reasons"
@@ -53,9 +52,7 @@ def _labels(
     batch: pa.RecordBatch, rule: Rule, mask: pa.BooleanArray, masks: dict[str, str]
 ) -> pa.Array:
     """``rule:field=excerpt`` on the rows ``mask`` marks, null elsewhere."""
-    rows = pc.indices_nonzero(mask)
-    parts = [excerpt(batch.column(c).take(rows), masks.get(c)) for c in rule.columns()]
-    shown = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, " vs ")
+    shown = rule.shown(batch, pc.indices_nonzero(mask), masks)
     label = pa.scalar(rule.reason())
     text = pc.coalesce(pc.binary_join_element_wise(label, shown, "="), label)
     return pc.replace_with_mask(pa.nulls(len(mask), pa.string()), mask, text)

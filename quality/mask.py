@@ -26,10 +26,11 @@ def _mask(text: pa.Array, kind: str | None) -> pa.Array:
 
 def excerpt(values: pa.Array, kind: str | None = None) -> pa.Array:
     """Each value as short text: masked if ``kind`` says so, cut to 16 characters with '…',
-    and without ';' (which separates reasons)."""
+    without ';' (which separates reasons) and with a NUL shown as '␀' (the quarantine index
+    may be a PostgreSQL store, whose text cannot hold one)."""
     text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
     text = _mask(text, kind)
     cut = pc.utf8_slice_codeunits(text, 0, EXCERPT_CHARS)
     longer = pc.greater(pc.utf8_length(text), EXCERPT_CHARS)
     text = pc.if_else(longer, pc.binary_join_element_wise(cut, "…", ""), text)
-    return pc.replace_substring(text, ";", ",")
+    return pc.replace_substring(pc.replace_substring(text, ";", ","), "\x00", "␀")

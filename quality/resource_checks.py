@@ -10,6 +10,7 @@ import datetime as dt
 import re
 
 from exchange.catalog.quality_spec import ResourceQuality
+from exchange.kernel.clock import SHANGHAI
 
 # How old the newest row may be for each update cycle (003 §9: a daily mount is refreshed
 # the same day the business data changes, so its newest row is at most a day old).
@@ -71,6 +72,8 @@ def staleness(
         return "stale: the source has no rows with a cursor value"
     if not isinstance(newest, dt.datetime):
         newest = dt.datetime.combine(newest, dt.time(23, 59, 59))
+    elif newest.tzinfo is not None:  # a timestamptz cursor: its Shanghai wall-clock time
+        newest = newest.astimezone(SHANGHAI).replace(tzinfo=None)
     age = now - newest
     if age <= allowance:
         return None

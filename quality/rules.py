@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from exchange.catalog.model import Field
+from exchange.kernel.clock import SHANGHAI, TIMEZONE
+from exchange.kernel.text import INVALID_UTF8_MARK, LONE_SURROGATE_MARK
+from quality.key_hash import key_hashes
+from quality.mask import excerpt
 from quality.validators import VALIDATORS
 
 # The six dimensions of seed 004 §10; rules feed four of them, runs the other two.
@@ -57,6 +62,12 @@ class Rule(ABC):
         """The fields whose values a bad row's excerpt shows."""
         return (self.field,)
 
+    def shown(self, batch: pa.RecordBatch, rows: pa.Array, masks: dict[str, str]) -> pa.Array:
+        """What the reason of each bad row (``rows``: their indices) shows after the '=':
+        the excerpts of ``columns()`` ('a vs b'), ID and phone numbers masked (``masks``)."""
+        parts = [excerpt(batch.column(c).take(rows), masks.get(c)) for c in self.columns()]
+        return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, " vs ")
+
     def expectation(self) -> Expectation | None:
         """The Great Expectations 1.x expectation (type and kwargs) checking the same rows."""
         return None
@@ -64,7 +75,7 @@ class Rule(ABC):
 
 @dataclass(frozen=True)
 class Required(Rule):
-    """The field must have a value (declared ``nullable: false``, or part of the primary key)."""
+    """The field must have a value (declared ``nullable: false``; key parts: ``NullKey``)."""
 
     name: str = "required"
     dimension: ClassVar[str] = COMPLETENESS
@@ -142,6 +153,10 @@ def _bound(value: float | str | dt.date | dt.datetime, typ: pa.DataType) -> pa.S
     elif pa.types.is_timestamp(typ):
         if not isinstance(value, dt.datetime):
             value = dt.datetime.fromisoformat(str(value))
+        if typ.tz is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=SHANGHAI)  # a bound without a zone: Shanghai time
+        elif typ.tz is None and value.tzinfo is not None:
+            value = value.astimezone(SHANGHAI).replace(tzinfo=None)
     elif pa.types.is_decimal(typ):
         return pa.scalar(Decimal(str(value))).cast(typ)
     return pa.scalar(value).cast(typ)
@@ -274,6 +289,20 @@ class Unique(Rule):
         return {"type": "expect_column_values_to_be_unique", "kwargs": {"column": self.field}}
 
 
+_INSTANT = pa.timestamp("us", tz="UTC")
+
+
+def _as_time(col: pa.Array, typ: pa.DataType) -> pa.Array:
+    """Dates or wall-clock times (Asia/Shanghai) as ``typ``; an instant stays the instant."""
+    if pa.types.is_date(col.type):
+        col = pc.cast(col, pa.timestamp("us"))
+    if typ.tz is not None and col.type.tz is None:
+        col = pc.assume_timezone(col, TIMEZONE)
+    elif typ.tz is None and col.type.tz is not None:
+        col = pc.local_timestamp(pc.cast(col, pa.timestamp(col.type.unit, tz=TIMEZONE)))
+    return pc.cast(col, typ)
+
+
 _OPS = {
     "<=": pc.less_equal,
     "<": pc.less,
@@ -303,9 +332,12 @@ class Compare(Rule):
     def violations(self, batch: pa.RecordBatch) -> pa.BooleanArray:
         a, b = batch.column(self.field), batch.column(self.other)
         if a.type != b.type and pa.types.is_date(a.type) and pa.types.is_timestamp(b.type):
-            a = pc.cast(a, b.type)
+            a = _as_time(a, b.type)
         elif a.type != b.type and pa.types.is_timestamp(a.type) and pa.types.is_date(b.type):
-            b = pc.cast(b, a.type)
+            b = _as_time(b, a.type)
+        elif a.type != b.type and pa.types.is_timestamp(a.type) and pa.types.is_timestamp(b.type):
+            # A wall-clock time against an instant: both as instants (Shanghai wall time).
+            a, b = _as_time(a, _INSTANT), _as_time(b, _INSTANT)
         return pc.invert(pc.fill_null(_OPS[self.op](a, b), True))
 
     def expectation(self) -> Expectation | None:
@@ -334,12 +366,193 @@ class Compare(Rule):
         }
 
 
+@dataclass(frozen=True)
+class NullKey(Required):
+    """A primary-key part without a value: the row cannot be merged by key (``null_key``).
+    It replaces ``required`` on key fields, so a missing key is flagged once."""
+
+    name: str = "null_key"
+
+
+KEY_SEPARATOR = "|"  # between the parts of a composite key, as the quarantine index writes it
+_ROW = "__exchange_row__"
+
+
+def _key_columns(batch: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> pa.Table:
+    part = batch.select(list(keys))
+    return part if isinstance(part, pa.Table) else pa.Table.from_batches([part])
+
+
+def _complete(batch: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> np.ndarray:
+    """True for the rows with a value in every key part (the others are ``null_key``)."""
+    ok = np.ones(batch.num_rows, dtype=bool)
+    for k in keys:
+        col = batch.column(k)
+        if col.null_count:
+            ok &= pc.is_valid(col).to_numpy(zero_copy_only=False)
+    return ok
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """``values`` found in the sorted uint64 array ``sorted_set`` (binary search, vectorised)."""
+    if not len(sorted_set):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
+
+
+@dataclass(frozen=True)
+class DuplicateKey(Rule):
+    """No two rows of a run share a primary key (``keys``, composite or not): every row of a
+    duplicated key is flagged (as ``unique`` does), so no subscriber gets either version and
+    every dialect's target ends the same. Rows with a null key part are ``null_key``'s.
+
+    ``over`` binds the rule to the whole run in bounded memory: 8 bytes a row, the keys'
+    64-bit hashes (``quality.key_hash``); the hashes that repeat are confirmed by comparing
+    the rows that carry them by value (a hash collision never quarantines a row), leaving
+    ``duplicates``, the keys that really occur more than once, and their hashes. Unbound,
+    the rule looks at the batch alone."""
+
+    keys: tuple[str, ...] = ()
+    duplicates: pa.Table | None = field(default=None, compare=False, repr=False)
+    hashes: np.ndarray | None = field(default=None, compare=False, repr=False)
+    name: str = "duplicate_key"
+    dimension: ClassVar[str] = CONSISTENCY
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            object.__setattr__(self, "keys", (self.field,))
+
+    def reason(self) -> str:
+        return f"{self.name}:{','.join(self.keys)}"
+
+    def columns(self) -> tuple[str, ...]:
+        return self.keys
+
+    def shown(self, batch: pa.RecordBatch, rows: pa.Array, masks: dict[str, str]) -> pa.Array:
+        parts = [excerpt(batch.column(k).take(rows), masks.get(k)) for k in self.keys]
+        return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, KEY_SEPARATOR)
+
+    def over(self, batches: Callable[[], Iterable[pa.RecordBatch | pa.Table]]) -> DuplicateKey:
+        """This rule bound to the keys duplicated in the run; ``batches()`` reads the run's
+        key columns (twice, the second time only when some hash repeats)."""
+        parts = []
+        for b in batches():
+            parts.append(key_hashes(b, self.keys)[_complete(b, self.keys)])
+        hashes = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+        del parts
+        repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+        del hashes
+        if not len(repeated):
+            return replace(self, duplicates=None, hashes=repeated)  # the usual case: none
+        # Only the rows whose hash repeats, by value: duplicates, or a collision.
+        candidates = []
+        for b in batches():
+            suspect = _member(key_hashes(b, self.keys), repeated) & _complete(b, self.keys)
+            if suspect.any():
+                candidates.append(_key_columns(b, self.keys).filter(pa.array(suspect)))
+        table = pa.concat_tables(candidates)
+        counts = table.group_by(list(self.keys)).aggregate([([], "count_all")])
+        dups = counts.filter(pc.greater(counts.column("count_all"), 1)).select(list(self.keys))
+        return replace(self, duplicates=dups, hashes=np.unique(key_hashes(dups, self.keys)))
+
+    def violations(self, batch: pa.RecordBatch) -> pa.BooleanArray:
+        bound = self if self.hashes is not None else self.over(lambda: [batch])
+        assert bound.hashes is not None
+        n = batch.num_rows
+        if not len(bound.hashes) or bound.duplicates is None:
+            return pa.array(np.zeros(n, dtype=bool))
+        suspect = _member(key_hashes(batch, self.keys), bound.hashes) & _complete(batch, self.keys)
+        if not suspect.any():
+            return pa.array(np.zeros(n, dtype=bool))
+        at = np.flatnonzero(suspect)
+        rows = _key_columns(batch, self.keys).take(pa.array(at))
+        rows = rows.append_column(_ROW, pa.array(at))
+        found = rows.join(bound.duplicates, keys=list(self.keys), join_type="left semi")
+        mask = np.zeros(n, dtype=bool)
+        mask[found.column(_ROW).to_numpy()] = True
+        return pa.array(mask)
+
+    def expectation(self) -> Expectation | None:
+        if len(self.keys) == 1:
+            return {"type": "expect_column_values_to_be_unique", "kwargs": {"column": self.field}}
+        return {
+            "type": "expect_compound_columns_to_be_unique",
+            "kwargs": {"column_list": list(self.keys), "ignore_row_if": "any_value_is_missing"},
+        }
+
+
+# A NUL alone, or a NUL that marks what the source driver could not decode as UTF-8
+# (exchange.kernel.text): the marks first, so that they are named as what they mean.
+_TEXT_FAULTS = (
+    (INVALID_UTF8_MARK, "invalid UTF-8"),
+    (LONE_SURROGATE_MARK, "lone surrogate"),
+    ("\x00", "contains NUL"),
+)
+
+
+def _has_zero_byte(col: pa.Array) -> bool:
+    """Whether the text's bytes hold a zero anywhere: one vectorised pass (numpy's min over
+    the value buffer), against Arrow's per-value substring search, ten times slower."""
+    offsets = col.buffers()[1]
+    data = col.buffers()[2]
+    if data is None or not len(col):
+        return False
+    width = 8 if pa.types.is_large_string(col.type) else 4
+    ends = np.frombuffer(offsets, dtype=np.int64 if width == 8 else np.int32)
+    start, end = int(ends[col.offset]), int(ends[col.offset + len(col)])
+    values = np.frombuffer(data, dtype=np.uint8)[start:end]
+    return bool(len(values)) and int(values.min()) == 0
+
+
+@dataclass(frozen=True)
+class Text(Rule):
+    """Text every target can hold, on every text field, always: no NUL character (PostgreSQL
+    text cannot hold one; it would fail that subscriber on every run), nothing the source
+    driver could not decode as UTF-8 (invalid bytes, lone surrogates: NUL marks, see
+    ``exchange.kernel.text``). Every other Unicode scalar value is held by every target
+    (UTF-8 databases, MariaDB utf8mb4, Oracle AL32UTF8): supplementary characters and the
+    noncharacters U+FFFE/U+FFFF are delivered as the source has them. The reason says what
+    is wrong, never the value (a NUL in the quarantine index would fail it too)."""
+
+    name: str = "text"
+
+    def violations(self, batch: pa.RecordBatch) -> pa.BooleanArray:
+        col = batch.column(self.field)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            col = pc.cast(col, pa.string())  # a column of nulls only, say
+        if not _has_zero_byte(col):
+            return pa.array(np.zeros(len(col), dtype=bool))  # the usual case, found at once
+        return _no_nulls(pc.match_substring(col, "\x00"))
+
+    def shown(self, batch: pa.RecordBatch, rows: pa.Array, masks: dict[str, str]) -> pa.Array:
+        values = batch.column(self.field).take(rows)
+        out = pa.nulls(len(values), pa.string())
+        for mark, what in reversed(_TEXT_FAULTS):  # the first fault listed wins
+            found = _no_nulls(pc.match_substring(values, mark))
+            out = pc.if_else(found, pa.scalar(what), out)
+        return out
+
+    def expectation(self) -> Expectation | None:
+        return {
+            "type": "expect_column_values_to_not_match_regex",
+            "kwargs": {"column": self.field, "regex": "\\x00"},
+        }
+
+
 def rules_for_fields(fields: Sequence[Field], primary_key: Sequence[str]) -> list[Rule]:
-    """Conformance to the declared schema: required fields and text lengths."""
+    """Conformance to the declared schema: required fields, key parts present, text lengths,
+    text every target can hold; and, with a primary key, no key twice in a run. Always on."""
     rules: list[Rule] = []
     for f in fields:
-        if not f.nullable or f.name in primary_key:
+        if f.name in primary_key:
+            rules.append(NullKey(field=f.name))
+        elif not f.nullable:
             rules.append(Required(field=f.name))
         if f.type in ("varchar", "char") and f.length:
             rules.append(MaxLength(field=f.name, length=f.length))
+        if f.type in ("varchar", "char", "text"):
+            rules.append(Text(field=f.name))
+    if primary_key:
+        rules.append(DuplicateKey(field=primary_key[0], keys=tuple(primary_key)))
     return rules

@@ -55,6 +55,7 @@ ORACLE = Dialect(
         "text": "CLOB",
         "date": "DATE",
         "timestamp": "TIMESTAMP",
+        "timestamptz": "TIMESTAMP WITH TIME ZONE",
         "boolean": "NUMBER(1, 0)",
     },
 )
@@ -71,6 +72,7 @@ POSTGRESQL = Dialect(
         "text": "TEXT",
         "date": "DATE",
         "timestamp": "TIMESTAMP WITHOUT TIME ZONE",
+        "timestamptz": "TIMESTAMP WITH TIME ZONE",
         "boolean": "BOOLEAN",
     },
 )
@@ -87,6 +89,7 @@ MYSQL = Dialect(
         "text": "LONGTEXT",
         "date": "DATE",
         "timestamp": "DATETIME(6)",
+        "timestamptz": "DATETIME(6)",  # UTC, by convention
         "boolean": "TINYINT(1)",
     },
 )
@@ -104,6 +107,7 @@ SQLITE = Dialect(
         "text": "TEXT",
         "date": "TEXT",
         "timestamp": "TEXT",
+        "timestamptz": "TEXT",  # ISO text with the offset
         "boolean": "INTEGER",
     },
 )
@@ -137,5 +141,6 @@ def test_every_logical_type_travels_as_one_arrow_type_whatever_the_dialect() -> 
         "f_text": pa.string(),
         "f_date": pa.date32(),
         "f_timestamp": pa.timestamp("us"),
+        "f_timestamptz": pa.timestamp("us", tz="UTC"),
         "f_boolean": pa.bool_(),
     }

@@ -144,13 +144,14 @@ def test_a_wrong_password_is_reported_without_the_password(
 def test_an_unreachable_provider_fails_the_run_with_exit_1_and_no_password(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "catalog.yaml").write_text(
-        catalog_yaml({"src": ("postgresql", "{env: SRC_URL}")}, RESOURCE), encoding="utf-8"
-    )
+    nodes = {"src": ("postgresql", "{env: SRC_URL}"), "a": ("sqlite", "{path: a.db}")}
+    (tmp_path / "catalog.yaml").write_text(catalog_yaml(nodes, RESOURCE), encoding="utf-8")
+    env = {"SRC_URL": f"postgres://u:{SECRET}@127.0.0.1:1/x"}
+    add = ("subscription", "add", "R1", "--node", "a", "--fields", "id,status")
+    assert exchange_cli(tmp_path, *add, "--until", FAR.isoformat(), env=env).returncode == 0
+    # (a subscriber, for a run nobody receives asks the provider nothing)
 
-    cli = exchange_cli(
-        tmp_path, "run", "R1", env={"SRC_URL": f"postgres://u:{SECRET}@127.0.0.1:1/x"}
-    )
+    cli = exchange_cli(tmp_path, "run", "R1", env=env)
 
     assert cli.returncode == 1
     assert "cannot connect to front-end node 'src'" in cli.stderr

@@ -104,6 +104,11 @@ def test_gx_report_of_the_last_run(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
     create_provider(tmp_path / "provider.db", 400)
     damage_provider(tmp_path / "provider.db", 400)  # id 321: a phone number too short
+    added = exchange(
+        tmp_path, "subscription", "add", RESOURCE, "--node", "hrss_fe",
+        "--fields", "id,uscc,name,phone", "--until", "2027-01-31",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr  # (a run nobody receives reads nothing)
     assert exchange(tmp_path, "run", RESOURCE).returncode == 0
 
     report = exchange(tmp_path, "quality", "report", RESOURCE, "--limit", "1000")

@@ -28,12 +28,12 @@ def test_a_row_breaking_two_rules_carries_both_reasons_and_good_rows_carry_none(
     held = verdict.quarantined(batch).to_pylist()
     assert [(r["id"], r["_reasons"]) for r in held] == [
         (2, "max_length(3):name=甲乙丙丁; max_length(2):code=ABC"),
-        (None, "required:id"),
+        (None, "null_key:id"),  # a key part: null_key, not required too
         (4, "required:name"),
     ]
     assert verdict.good(batch).column("id").to_pylist() == [1, 5]
     assert verdict.counts == {
-        "required:id": 1,
+        "null_key:id": 1,
         "required:name": 1,
         "max_length(3):name": 1,
         "max_length(2):code": 1,

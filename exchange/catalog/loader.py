@@ -124,8 +124,35 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
                 yield here + ["primary_key", j], f"{key!r} is not a field of the resource"
         if isinstance(r.get("cursor"), str) and r["cursor"] not in names:
             yield here + ["cursor"], f"{r['cursor']!r} is not a field of the resource"
+        yield from _cursor_lag_problems(r, here)
         yield from ((here + p, m) for p, m in quality_problems(r))
         yield from ((here + p, m) for p, m in files_problems(r, provider))
+
+
+_TIME_CURSORS = ("date", "timestamp", "timestamptz")
+_NUMERIC_CURSORS = ("smallint", "integer", "bigint", "decimal", "double")
+
+
+def _cursor_lag_problems(
+    r: dict[str, Any], here: list[str | int]
+) -> Iterator[tuple[list[str | int], str]]:
+    """A look-back window needs a cursor it can be measured on: a duration for a date or
+    timestamp cursor, a whole number for a numeric one."""
+    lag = r.get("cursor_lag")
+    if lag in (None, 0, "0") or isinstance(lag, bool):
+        return
+    fields = [f for _, f in _dicts(r.get("fields")) if isinstance(f, dict)]
+    ctype = {f.get("name"): f.get("type") for f in fields}.get(r.get("cursor"))
+    if r.get("cursor") is None:
+        yield here + ["cursor_lag"], "a look-back window needs a cursor"
+    elif isinstance(lag, str) and ctype not in _TIME_CURSORS and ctype is not None:
+        fix = "give a number" if ctype in _NUMERIC_CURSORS else "it takes no lag"
+        what = f"{lag!r} is a duration, but cursor {r['cursor']!r} is {ctype}"
+        yield here + ["cursor_lag"], f"{what}: {fix}"
+    elif isinstance(lag, int) and ctype not in _NUMERIC_CURSORS and ctype is not None:
+        fix = "give a duration such as 10m" if ctype in _TIME_CURSORS else "it takes no lag"
+        what = f"{lag} is a number, but cursor {r['cursor']!r} is {ctype}"
+        yield here + ["cursor_lag"], f"{what}: {fix}"
 
 
 def _trailing_newlines(

@@ -71,10 +71,14 @@ class Resource:
     mode: Literal["incremental", "snapshot"] = "snapshot"
     primary_key: tuple[str, ...] = ()
     cursor: str | None = None
+    cursor_lag: str | int = 0  # look-back window below each watermark (README, The catalog)
     batch_size: int = 50_000
     fields: tuple[Field, ...] = ()
     quality: ResourceQuality = ResourceQuality()
     files: FilesSpec | None = None  # file and folder resources
+    #: A granted column a subscriber's existing table lacks: ``add`` it (and say so) or
+    #: ``refuse`` that subscriber.
+    target_columns: Literal["add", "refuse"] = "add"
 
     @property
     def delivers_files(self) -> bool:
@@ -155,6 +159,7 @@ def build_catalog(doc: dict[str, Any], path: str) -> Catalog:
             mode=r.get("mode", "incremental" if r.get("cursor") else "snapshot"),
             primary_key=tuple(r.get("primary_key", ())),
             cursor=r.get("cursor"),
+            cursor_lag=r.get("cursor_lag", 0),
             batch_size=r.get("batch_size", 50_000),
             fields=tuple(
                 Field(
@@ -171,5 +176,6 @@ def build_catalog(doc: dict[str, Any], path: str) -> Catalog:
             ),
             quality=resource_quality(r.get("quality")),
             files=files_spec(r.get("files"), r["kind"]),
+            target_columns=r.get("target_columns", "add"),
         )
     return Catalog(nodes=nodes, resources=resources, path=path)

@@ -25,7 +25,7 @@ COMPARE_RE = re.compile(rf"^\s*{_NAME}\s*(<=|>=|==|!=|<|>)\s*{_NAME}\s*$")
 FRESHNESS_RE = re.compile(r"^(cycle|[1-9][0-9]*[mhd])$")
 _TEXT = ("varchar", "char", "text")
 _NUMERIC = ("smallint", "integer", "bigint", "decimal", "double")
-_TEMPORAL = ("date", "timestamp")
+_TEMPORAL = ("date", "timestamp", "timestamptz")
 
 
 @dataclass(frozen=True)

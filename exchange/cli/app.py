@@ -35,7 +35,11 @@ app = typer.Typer(
     add_completion=False,
     help="Data-exchange engine for city government front-end machines.",
 )
-catalog_app = typer.Typer(name="catalog", no_args_is_help=True, help="Validate catalog files.")
+catalog_app = typer.Typer(
+    name="catalog",
+    no_args_is_help=True,
+    help="Validate catalog files; check a resource against the real tables.",
+)
 db_app = typer.Typer(name="db", no_args_is_help=True, help="The metadata store.")
 audit_app = typer.Typer(name="audit", no_args_is_help=True, help="The hash-chained audit log.")
 
@@ -138,6 +142,8 @@ def run(
             f"extracted {summary.extracted:,}, valid {summary.valid:,}, "
             f"quarantined {summary.quarantined:,}"
         )
+        if summary.note:
+            console.print(summary.note, markup=False, highlight=False)
         for note in quality.quality_notes(summary):
             console.print(note, markup=False, highlight=False)
     if summary.failures or summary.held:
@@ -164,6 +170,26 @@ def catalog_validate(path: Path) -> None:
 
     cat = load_catalog(path)
     console.print(f"{path}: valid ({len(cat.nodes)} nodes, {len(cat.resources)} resources)")
+
+
+@catalog_app.command("check")
+def catalog_check(resource: str, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
+    """Compare a table resource's provider table and every deliverable subscriber's with the
+    catalog, moving no data: exit 2 when a run would refuse a subscriber or the source lacks
+    declared columns, 1 when a node cannot be reached (warnings change nothing)."""
+    from exchange.cli.render import check_table
+    from exchange.tables.check import check_resource
+
+    with workspace(catalog) as ws:
+        report = check_resource(ws, resource)
+    if report.nothing_to_check:
+        console.print(report.nothing_to_check, markup=False, highlight=False)
+        return
+    console.print(check_table(report))
+    if report.refused:
+        raise typer.Exit(2)
+    if report.unreachable:
+        raise typer.Exit(1)
 
 
 @db_app.command("upgrade")

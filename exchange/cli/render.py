@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # only annotations: importing the CLI must not load the engin
     from exchange.runs.results import DeliveryResult
     from exchange.status import SubscriberStatus
     from exchange.store.models import Run
+    from exchange.tables.check import CheckReport
 
 # Off a terminal (Airflow task logs, CI, pipes) rich would wrap at 80 columns and split names.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
@@ -73,8 +74,11 @@ class ProgressReporter:
 
 def run_table(summary: RunSummary, results: list[DeliveryResult], title: str = "") -> Table:
     t = Table(title=title or f"run {summary.run_id} of {summary.resource}: {summary.status}")
+    notes = any(r.notes for r in results)  # e.g. "added column x to node.table"
     for col in ("subscription", "node.table", "status", "rows", "watermark", "seconds", "error"):
         t.add_column(col, overflow="fold")
+    if notes:
+        t.add_column("notes", overflow="fold")
     for r in results:
         t.add_row(
             str(r.subscription_id),
@@ -84,6 +88,29 @@ def run_table(summary: RunSummary, results: list[DeliveryResult], title: str = "
             r.watermark or "-",
             f"{r.seconds:.2f}",
             r.error or "",
+            *(["; ".join(r.notes)] if notes else []),
+        )
+    return t
+
+
+_LEVEL = {
+    "refused": "[red]refused",
+    "unreachable": "[red]unreachable",
+    "warning": "[yellow]warning",
+    "note": "[cyan]note",
+    "ok": "[green]ok",
+}
+
+
+def check_table(report: CheckReport) -> Table:
+    """``exchange catalog check``: the provider's table and each subscriber's, line by line."""
+    verdict = "a run would be refused" if report.refused else "no refusal"
+    t = Table(title=f"catalog check of {report.resource}: {verdict}")
+    for col in ("who", "node.table", "column", "verdict", "detail"):
+        t.add_column(col, overflow="fold")
+    for f in report.findings:
+        t.add_row(
+            f.role, target(f.node, f.table), f.column or "-", _LEVEL.get(f.level, f.level), f.detail
         )
     return t
 

@@ -62,6 +62,13 @@ class DataError(BadInput):
     """A source value cannot be represented as the catalog says; names resource, field, row key."""
 
 
+class TargetMismatch(BadInput):
+    """A subscriber's existing table cannot hold what the catalog declares (a narrower or
+    incompatible column, a key it cannot merge by, a column it lacks under
+    ``target_columns: refuse``): that subscriber is refused before a row moves. Names node,
+    table, column, declared vs found."""
+
+
 class Retriable(ExchangeError):
     """A transient failure; the same call may succeed later."""
 

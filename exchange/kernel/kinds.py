@@ -29,6 +29,7 @@ LOGICAL_TYPES: tuple[str, ...] = (
     "char",
     "text",
     "date",
-    "timestamp",
+    "timestamp",  # a wall-clock time in Asia/Shanghai, as government databases keep them
+    "timestamptz",  # an instant (README, Dialects: how each dialect holds one)
     "boolean",
 )

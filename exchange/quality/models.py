@@ -1,4 +1,4 @@
-"""The quality tables of the metadata store (migration 0003)."""
+"""The quality tables of the metadata store (migrations 0003, 0005)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ class QuarantineEntry(Base):
     reasons: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     released_run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    # The hash of the row's values (migration 0005; NULL before): the same row quarantined
+    # again unchanged is neither counted again nor listed twice.
+    row_hash: Mapped[bytes | None] = mapped_column(sa.LargeBinary(16))
 
     __table_args__ = (sa.Index("ix_quality_quarantine_key", "resource_code", "row_key"),)
 

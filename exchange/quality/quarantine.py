@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from exchange.catalog.model import Resource
 from exchange.quality.models import QualityRunStat, QuarantineEntry
 from exchange.quality.tickets import note_run
 from exchange.runs import watermark
+from exchange.runs.rowhash import HASH_TYPE, row_hashes
 from exchange.runs.rundir import RunDir
 from exchange.workspace import Workspace
 from quality.evaluate import REASONS_COLUMN
@@ -34,12 +36,14 @@ INDEX_CHUNK = 5_000
 
 
 def row_keys(batch: pa.RecordBatch | pa.Table, primary_key: Sequence[str]) -> pa.Array:
-    """Each row's primary key as text (composite keys joined with '|'), vectorised."""
+    """Each row's primary key as text (composite keys joined with '|'), vectorised; a NUL in
+    a text key shown as '␀' (such a row is quarantined, and a store may not hold a NUL)."""
     parts = [pc.cast(batch.column(k), pa.string()) for k in primary_key]
     if len(parts) == 1:
         out = parts[0]
     else:
         out = pc.binary_join_element_wise(*parts, KEY_SEPARATOR)
+    out = pc.replace_substring(out, "\x00", "␀")
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
@@ -77,10 +81,13 @@ def judge_run(
     full_extract: bool,
     high: str | None,
     now: dt.datetime,
+    repeats: int = 0,
 ) -> Outcome:
-    """Resource-level rules on the run's counts and newest cursor value."""
+    """Resource-level rules on the run's counts and newest cursor value. ``repeats`` of the
+    quarantined rows were quarantined unchanged by an earlier run: the bad-row ratio is of
+    the other rows (``already_quarantined``)."""
     spec = resource.quality
-    held = bad_ratio_hold(extracted, quarantined, spec) or row_count_hold(
+    held = bad_ratio_hold(extracted - repeats, quarantined - repeats, spec) or row_count_hold(
         extracted, full_extract, spec
     )
     newest = _newest(ws, resource, high)
@@ -90,6 +97,43 @@ def judge_run(
         value = watermark.decode(newest, resource.field(resource.cursor))
         stale = staleness(value, now, allowance)
     return Outcome(held, stale, newest)
+
+
+def _repeats(
+    s: Session, run_id: str, resource: Resource, batch: pa.RecordBatch
+) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Each quarantined row's key, the hash of its values, and whether an earlier run's
+    unreleased entry holds that very row (same key, same values)."""
+    keys = row_keys(batch, resource.primary_key)
+    hashes = row_hashes(batch, resource.field_names)
+    wanted = [k for k in pc.unique(keys).to_pylist() if k is not None]
+    known: list[bytes] = []
+    for start in range(0, len(wanted), INDEX_CHUNK):
+        known += [
+            bytes(h or b"")
+            for h in s.execute(
+                sa.select(QuarantineEntry.row_hash).where(
+                    QuarantineEntry.resource_code == resource.code,
+                    QuarantineEntry.released_run_id.is_(None),
+                    QuarantineEntry.run_id != run_id,
+                    QuarantineEntry.row_hash.is_not(None),
+                    QuarantineEntry.row_key.in_(wanted[start : start + INDEX_CHUNK]),
+                )
+            ).scalars()
+        ]
+    repeated = pc.is_in(hashes, value_set=pa.array(known, HASH_TYPE))
+    return keys, hashes, repeated
+
+
+def already_quarantined(ws: Workspace, run_id: str, resource: Resource, rd: RunDir) -> int:
+    """How many of the run's quarantined rows an earlier run quarantined unchanged (a row at
+    or near the watermark comes back in every incremental extract): they are judged once, so
+    they count neither toward ``max_bad_ratio`` again nor in the quarantine list twice."""
+    n = 0
+    with ws.store.session() as s:
+        for batch in rd.batches("quarantine", columns=list(resource.field_names)):
+            n += pc.sum(_repeats(s, run_id, resource, batch)[2]).as_py() or 0
+    return n
 
 
 def record_validation(
@@ -106,15 +150,22 @@ def record_validation(
 ) -> None:
     """Write the quarantine index and the run's statistics; open or update the ticket."""
     samples: list[str] = []
+    new_rows = 0  # not already quarantined unchanged by an earlier run
     with ws.store.session() as s:
         s.execute(sa.delete(QuarantineEntry).where(QuarantineEntry.run_id == run_id))
         for batch in rd.batches(
-            "quarantine", columns=[*resource.primary_key, REASONS_COLUMN], batch_size=INDEX_CHUNK
+            "quarantine", columns=[*resource.field_names, REASONS_COLUMN], batch_size=INDEX_CHUNK
         ):
-            keys = row_keys(batch, resource.primary_key).to_pylist()
-            reasons = batch.column(REASONS_COLUMN).to_pylist()
+            keys_arr, hashes_arr, repeated = _repeats(s, run_id, resource, batch)
+            fresh = pc.invert(repeated)
+            keys = keys_arr.filter(fresh).to_pylist()
+            hashes = hashes_arr.filter(fresh).to_pylist()
+            reasons = batch.column(REASONS_COLUMN).filter(fresh).to_pylist()
+            new_rows += len(keys)
             if len(samples) < 10:
                 samples += [k for k in keys[: 10 - len(samples)] if k is not None]
+            if not keys:
+                continue
             s.execute(
                 sa.insert(QuarantineEntry),
                 [
@@ -123,8 +174,9 @@ def record_validation(
                         "resource_code": resource.code,
                         "row_key": (k or "(no key)")[:500],
                         "reasons": r,
+                        "row_hash": h,
                     }
-                    for k, r in zip(keys, reasons, strict=True)
+                    for k, r, h in zip(keys, reasons, hashes, strict=True)
                 ],
             )
         stat = s.get(QualityRunStat, run_id) or QualityRunStat(run_id=run_id)
@@ -134,8 +186,8 @@ def record_validation(
         stat.newest_cursor, stat.stale, stat.held = outcome.newest, outcome.stale, outcome.held
         s.add(stat)
         findings = [f for f in (outcome.held and f"held back: {outcome.held}", outcome.stale) if f]
-        if quarantined or findings:
-            note_run(s, resource, run_id, counts, quarantined, samples, findings)
+        if new_rows or findings:
+            note_run(s, resource, run_id, counts, new_rows, samples, findings)
 
 
 def release_fixed(ws: Workspace, run_id: str, resource: Resource, rd: RunDir) -> int:

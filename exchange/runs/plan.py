@@ -85,6 +85,7 @@ class Plan:
     deliveries: tuple[Delivery, ...]
     mode: str = "snapshot"  # incremental | snapshot | files
     since: str | None = None  # lowest watermark among the subscribers (tables)
+    cursor_lag: str | int = 0  # the resource's look-back window when planned (tables)
     files: tuple[PlannedFile, ...] = ()
     deletes: tuple[PlannedDelete, ...] = ()
     waiting_for_marker: tuple[str, ...] = ()
@@ -125,6 +126,7 @@ class Plan:
             deliveries=tuple(_delivery(d) for d in doc["deliveries"]),
             mode=doc.get("mode", "snapshot"),
             since=doc.get("since"),
+            cursor_lag=doc.get("cursor_lag", 0),
             files=tuple(
                 PlannedFile(f["path"], f["source"], f["size"], f["mtime"], tuple(f["subscribers"]))
                 for f in doc.get("files", ())

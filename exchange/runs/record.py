@@ -26,6 +26,7 @@ class RunSummary:
     failures: dict[int, str] = field(default_factory=dict)
     held: str | None = None  # why validation held the whole delivery back
     stale: str | None = None  # the data is older than its update cycle allows
+    note: str | None = None  # e.g. why nothing was read (no deliverable subscription)
 
 
 def finish(ws: Workspace, run: RunHandle) -> RunSummary:
@@ -33,6 +34,7 @@ def finish(ws: Workspace, run: RunHandle) -> RunSummary:
     nobody was served) or failed, and audit it."""
     checked = run.dir.read_done("validate") if run.dir.is_done("validate") else {}
     held = checked.get("held")
+    extracted = run.dir.read_done("extract") if run.dir.is_done("extract") else {}
     with ws.store.session() as s:
         rows = {
             d.subscription_id: d
@@ -67,4 +69,5 @@ def finish(ws: Workspace, run: RunHandle) -> RunSummary:
             failures,
             held,
             checked.get("stale"),
+            extracted.get("skipped"),
         )

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
 import sqlalchemy as sa
 
 from exchange import audit
 from exchange.kernel.clock import utcnow
+from exchange.runs.delivered import remember
 from exchange.store.models import Delivery, Watermark
 from exchange.workflow.engine import on_delivered
 from exchange.workspace import Workspace
@@ -30,6 +32,7 @@ class DeliveryResult:
     seconds: float
     watermark: str | None = None
     error: str | None = None
+    notes: tuple[str, ...] = ()  # what the delivery changed besides rows: "added column x to …"
 
 
 def recorded(ws: Workspace, run_id: str, subscription_id: int) -> DeliveryResult | None:
@@ -48,9 +51,13 @@ def recorded(ws: Workspace, run_id: str, subscription_id: int) -> DeliveryResult
         )  # fmt: skip
 
 
-def record_delivery(ws: Workspace, result: DeliveryResult, run_id: str) -> None:
+def record_delivery(
+    ws: Workspace, result: DeliveryResult, run_id: str, held_rows: pa.Array | None = None
+) -> None:
     """Write (or overwrite) the run's delivery row for the subscriber, audit it, and move
-    the watermark and the workflow on when it was delivered."""
+    the watermark and the workflow on when it was delivered; ``held_rows`` (a table
+    subscription's rows in its new watermark's window) replace what it held, in the same
+    transaction (``exchange.runs.delivered``)."""
     with ws.store.session() as s:
         row = s.execute(
             sa.select(Delivery).where(
@@ -74,6 +81,8 @@ def record_delivery(ws: Workspace, result: DeliveryResult, run_id: str) -> None:
                 )
             else:
                 wm.value, wm.run_id = result.watermark, run_id
+        if result.status == "delivered" and held_rows is not None:
+            remember(s, result.subscription_id, held_rows)
         audit.append(
             s,
             f"delivery.{result.status}",
@@ -85,6 +94,7 @@ def record_delivery(ws: Workspace, result: DeliveryResult, run_id: str) -> None:
                 "rows": result.rows,
                 "watermark": result.watermark,
                 "error": result.error,
+                **({"notes": list(result.notes)} if result.notes else {}),
             },
         )
         if result.status == "delivered":  # the first delivery completes implementation

@@ -132,3 +132,18 @@ class FileTarget(Base):
         sa.ForeignKey("subscriptions.id"), primary_key=True
     )
     target_dir: Mapped[str] = mapped_column(sa.String(1000))
+
+
+class DeliveredRow(Base):
+    """A row a subscription holds whose cursor lies within the look-back window of its
+    watermark (``cursor_lag`` below it, the watermark's own value included), by the hash of
+    its granted fields: such a row comes back in the next incremental extract (inclusive
+    ``>=``, the window re-read) and is not sent again while it is unchanged. Replaced with
+    each delivery, in the transaction that records it (``exchange.runs.delivered``)."""
+
+    __tablename__ = "delivered_rows"
+
+    subscription_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("subscriptions.id"), primary_key=True
+    )
+    row_hash: Mapped[bytes] = mapped_column(sa.LargeBinary(16), primary_key=True)

@@ -15,6 +15,7 @@ from exchange.runs.handle import RunHandle, set_step
 from exchange.workspace import Workspace, source_spec
 
 Progress = Callable[[int], None]
+NOTHING_READ = "no deliverable subscription: nothing read"
 
 
 def extract(ws: Workspace, run: RunHandle, on_rows: Progress | None = None) -> int:
@@ -22,10 +23,16 @@ def extract(ws: Workspace, run: RunHandle, on_rows: Progress | None = None) -> i
     rd, resource = run.dir, run.resource
     if rd.is_done("extract"):
         return int(rd.read_done("extract")["rows"])
+    if not run.plan.deliveries:  # nobody to deliver to: the provider is not even asked
+        rd.reset("extract")
+        rd.mark_done("extract", {"rows": 0, "high": None, "skipped": NOTHING_READ})
+        set_step(ws, run.id, "extract", rows_extracted=0)
+        return 0
     spec = source_spec(resource)
     cursor = resource.field(resource.cursor) if resource.cursor else None
+    # From the lowest watermark, less the look-back window (rows committed late below it).
     since = (
-        SinceFilter(cursor.name, watermark.decode(run.plan.since, cursor))
+        SinceFilter(cursor.name, watermark.below(run.plan.since, cursor, run.plan.cursor_lag))
         if cursor is not None and run.plan.since is not None
         else None
     )

@@ -9,37 +9,53 @@ and the load only records what was already delivered.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from connectors.base import DeliveryMarker, TableSpec
+from connectors.schema_check import refusal
 from connectors.secrets import redact
 from exchange.catalog.model import Resource
-from exchange.kernel.errors import ExchangeError
+from exchange.kernel.errors import ExchangeError, TargetMismatch
 from exchange.kernel.faults import crashpoint
-from exchange.runs import watermark
+from exchange.runs.delivered import RowMemory
 from exchange.runs.handle import RunHandle
 from exchange.runs.plan import TableDelivery
 from exchange.runs.results import DeliveryResult, record_delivery, recorded
 from exchange.runs.rundir import RunDir
+from exchange.tables import window
+from exchange.tables.check import refusals
 from exchange.workspace import Workspace
 
 
-def _projected(rd: RunDir, d: TableDelivery, resource: Resource) -> Iterator[pa.RecordBatch]:
-    """The subscriber's granted fields of the valid rows at or past its own watermark."""
+def _projected(
+    rd: RunDir,
+    d: TableDelivery,
+    resource: Resource,
+    start: Any = None,
+    held: RowMemory | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The subscriber's granted fields of the valid rows at or past ``start`` (its watermark
+    less the look-back window; None: every row), less those it holds unchanged (``held``,
+    which also remembers the rows of its new window)."""
     fields = list(d.fields)
     cursor = resource.field(resource.cursor) if resource.cursor else None
     columns = list(fields)
-    if d.since is not None and cursor is not None and cursor.name not in columns:
+    filtered = start is not None or held is not None
+    if cursor is not None and filtered and cursor.name not in columns:
         columns.append(cursor.name)
     for batch in rd.batches("valid", columns=columns, batch_size=resource.batch_size):
-        if d.since is not None and cursor is not None:
+        if start is not None and cursor is not None:
             col = batch.column(cursor.name)
-            bound = pa.scalar(watermark.decode(d.since, cursor), type=col.type)
+            bound = pa.scalar(start, type=col.type)
             batch = batch.filter(pc.fill_null(pc.greater_equal(col, bound), False))
+        if held is not None:
+            batch = held.sift(batch)
         yield batch.select(fields)
 
 
@@ -71,19 +87,29 @@ def load_subscriber(
         schema=d.schema,
     )
     high = rd.read_done("extract")["high"] if resource.cursor else None
-    new_mark = high if high is not None else d.since
+    new_mark = window.new_mark(run, d, high)
+    held = window.memory(ws, run, d, new_mark)  # rows it holds near its watermark
     started = time.perf_counter()
+    notes: tuple[str, ...] = ()
     try:
         target = ws.database(d.node)
         try:
             committed = target.read_marker(spec, d.subscription_id)
             if committed is not None and committed.run_id == run.id:
                 rows = committed.rows  # the crash came after the target's commit
+                if held is not None:  # what it holds now, as the merge would have seen it
+                    deque(_projected(rd, d, resource, window.start(run, d), held), maxlen=0)
             else:
-                target.ensure_table(spec)
+                # An existing table must hold what the catalog declares: refused here, before
+                # a row moves (exchange.tables.check); a column it lacks is added and told.
+                refused = refusals(target.check_target(spec), spec, resource)
+                if refused:
+                    raise TargetMismatch(refusal(d.node, spec.qualified, refused))
+                added = target.ensure_table(spec)
+                notes = tuple(f"added column {c} to {d.node}.{spec.qualified}" for c in added)
                 rows = target.merge(
                     spec,
-                    _projected(rd, d, resource),
+                    _projected(rd, d, resource, window.start(run, d), held),
                     delete_missing=d.delete_missing,
                     marker=DeliveryMarker(d.subscription_id, run.id, new_mark, 0),
                     on_rows=on_rows,
@@ -101,7 +127,7 @@ def load_subscriber(
     crashpoint("load:committed")
     result = DeliveryResult(
         d.subscription_id, d.node, d.table, "delivered", rows, time.perf_counter() - started,
-        new_mark,
+        new_mark, notes=notes,
     )  # fmt: skip
-    record_delivery(ws, result, run.id)
+    record_delivery(ws, result, run.id, held.after() if held is not None else None)
     return result

@@ -40,5 +40,6 @@ def plan_table(ws: Workspace, resource: Resource, *, full: bool = False) -> RunH
         deliveries=tuple(deliveries),
         mode=resource.mode,
         since=extract_since,
+        cursor_lag=resource.cursor_lag if resource.mode == "incremental" else 0,
     )
     return start_run(ws, plan, {"since": extract_since})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import shutil
@@ -12,12 +13,12 @@ import pyarrow.parquet as pq
 
 from exchange.kernel.clock import local_now
 from exchange.kernel.faults import crashpoint
-from exchange.quality.quarantine import judge_run, record_validation
+from exchange.quality.quarantine import already_quarantined, judge_run, record_validation
 from exchange.runs.handle import RunHandle, set_step
 from exchange.runs.rundir import RunDir
 from exchange.workspace import Workspace
 from quality import Rule, evaluate, rules_for_resource
-from quality.rules import Unique
+from quality.rules import DuplicateKey, Unique
 
 
 @dataclass
@@ -48,12 +49,15 @@ def _same_file(source: Path, target: Path) -> None:
 
 
 def _bound_to_run(rules: list[Rule], rd: RunDir) -> list[Rule]:
-    """Rules that judge a value against the whole run (unique) see the staged column once."""
+    """Rules that judge a value against the whole run (unique) see the staged column once;
+    key integrity reads the staged key columns a batch at a time (8 bytes a row kept)."""
     out: list[Rule] = []
     for rule in rules:
         if isinstance(rule, Unique):
             column = pq.read_table(rd.part("extract"), columns=[rule.field]).column(rule.field)
             rule = rule.over(column)
+        elif isinstance(rule, DuplicateKey):
+            rule = rule.over(functools.partial(rd.batches, "extract", columns=list(rule.keys)))
         out.append(rule)
     return out
 
@@ -114,9 +118,11 @@ def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
         _same_file(rd.part("extract"), rd.part("valid"))
     extracted = result.valid + result.quarantined
     high = rd.read_done("extract").get("high")
-    outcome = judge_run(
-        ws, resource, extracted, result.quarantined, run.plan.since is None, high, now
-    )
+    # An incremental run judges a row quarantined unchanged by an earlier run once, not again;
+    # a full extract judges the whole table.
+    full = run.plan.since is None
+    repeats = 0 if full else already_quarantined(ws, run_id, resource, rd)
+    outcome = judge_run(ws, resource, extracted, result.quarantined, full, high, now, repeats)
     result.held, result.stale = outcome.held, outcome.stale
     record_validation(
         ws,

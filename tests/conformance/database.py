@@ -18,6 +18,7 @@ import signal
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -36,6 +37,7 @@ from connectors.base import (
 )
 from connectors.columns import ColumnSpec
 from connectors.postgresql import PostgreSQLConnector
+from connectors.schema_check import NARROWER, TableCheck
 from exchange.kernel.kinds import LOGICAL_TYPES
 from tests.conformance.frontend import (
     CHANGES,
@@ -77,6 +79,49 @@ def without(spec: TableSpec, name: str) -> TableSpec:
     return TableSpec(spec.name, tuple(f for f in spec.fields if f.name != name), spec.primary_key)
 
 
+def replacing(spec: TableSpec, *columns: ColumnSpec) -> TableSpec:
+    """``spec`` with the fields of the same name as ``columns`` replaced by them."""
+    by_name = {c.name: c for c in columns}
+    fields = tuple(by_name.get(f.name, f) for f in spec.fields)
+    return TableSpec(spec.name, fields, spec.primary_key, spec.schema)
+
+
+def check_target(database: FrontEndDatabase, spec: TableSpec) -> TableCheck:
+    connector = database.open()
+    try:
+        return connector.check_target(spec)
+    finally:
+        connector.close()
+
+
+#: COMPANY with every column wider than declared (and an integer and a date to widen too).
+MEASURED = TableSpec(
+    "measured",
+    (
+        ColumnSpec("id", "bigint", nullable=False),
+        ColumnSpec("n", "smallint"),
+        ColumnSpec("m", "integer"),
+        ColumnSpec("amount", "decimal", precision=12, scale=2),
+        ColumnSpec("label", "varchar", length=10),
+        ColumnSpec("day", "date"),
+    ),
+    ("id",),
+)
+MEASURED_WIDE = replacing(
+    MEASURED,
+    ColumnSpec("n", "integer"),
+    ColumnSpec("m", "bigint"),
+    ColumnSpec("amount", "decimal", precision=20, scale=4),
+    ColumnSpec("label", "text"),
+    ColumnSpec("day", "timestamp"),
+)
+MEASURED_ROWS = [
+    {"id": 1, "n": 7, "m": 2147483647, "amount": Decimal("1234567890.12"), "label": "北京",
+     "day": dt.date(2026, 12, 1)},
+    {"id": 2, "n": -1, "m": -5, "amount": Decimal("-0.01"), "label": "x", "day": None},
+]  # fmt: skip
+
+
 class DatabaseConnectorSuite:
     """The behaviour of a connector on a live database of its dialect."""
 
@@ -105,6 +150,58 @@ class DatabaseConnectorSuite:
 
         assert database.columns(COMPANY) == ["id", "name", "updated_at", "capital"]
         assert database.rows(COMPANY) == [{**r, "capital": None} for r in FIRST]
+
+    # -- checking an existing target ---------------------------------------------------------
+
+    def test_check_target_finds_no_table_before_the_first_delivery_and_none_to_refuse_after(
+        self, database: FrontEndDatabase
+    ) -> None:
+        assert check_target(database, COMPANY) == TableCheck(exists=False)
+
+        database.deliver(COMPANY, FIRST, run_id="run-1")
+
+        assert check_target(database, COMPANY) == TableCheck(exists=True)
+
+    def test_check_target_refuses_an_integer_column_for_a_decimal_and_loads_nothing(
+        self, database: FrontEndDatabase
+    ) -> None:
+        database.ensure(replacing(COMPANY, ColumnSpec("capital", "integer")))
+
+        check = check_target(database, COMPANY)
+
+        assert [(p.column, p.declared, p.verdict) for p in check.problems] == [
+            ("capital", "decimal(18,2)", NARROWER)
+        ]
+        assert database.rows(COMPANY) == []
+
+    def test_check_target_lists_a_missing_column_that_ensure_table_then_adds_and_returns(
+        self, database: FrontEndDatabase
+    ) -> None:
+        database.deliver(without(COMPANY, "capital"), FIRST, run_id="run-1")
+
+        assert check_target(database, COMPANY).missing == ("capital",)
+        connector = database.open()
+        try:
+            assert connector.ensure_table(COMPANY) == ["capital"]
+            assert connector.ensure_table(COMPANY) == []
+        finally:
+            connector.close()
+
+    def test_a_wider_existing_target_is_accepted_and_loaded_first_and_then_upserted(
+        self, database: FrontEndDatabase
+    ) -> None:
+        database.ensure(MEASURED_WIDE)
+
+        assert check_target(database, MEASURED) == TableCheck(exists=True)
+        database.deliver(MEASURED, MEASURED_ROWS[:1], run_id="run-1")  # into the empty target
+        database.deliver(MEASURED, MEASURED_ROWS, run_id="run-2")  # through staging
+
+        read = database.rows(MEASURED_WIDE)
+        assert [(r["n"], r["m"], r["amount"], r["label"]) for r in read] == [
+            (r["n"], r["m"], r["amount"], r["label"]) for r in MEASURED_ROWS
+        ]
+        day = read[0]["day"]
+        assert (day.year, day.month, day.day, day.hour) == (2026, 12, 1, 0)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ EVERY_TYPE = TableSpec(
         ColumnSpec("f_text", "text"),
         ColumnSpec("f_date", "date"),
         ColumnSpec("f_timestamp", "timestamp"),
+        ColumnSpec("f_timestamptz", "timestamptz"),
         ColumnSpec("f_boolean", "boolean"),
     ),
     ("id",),
@@ -104,6 +105,8 @@ EVERY_TYPE_ROWS: list[Row] = [
         "f_text": "第一行\n第二行\t制表符 \\ 反斜杠 \\N 不是空值",
         "f_date": dt.date(2026, 3, 2),
         "f_timestamp": dt.datetime(2026, 3, 2, 9, 30, 0, 123456),
+        # 00:30 in Shanghai is the previous day in UTC: the instant must come back unchanged.
+        "f_timestamptz": dt.datetime(2026, 11, 30, 16, 30, 0, 123456, tzinfo=dt.UTC),
         "f_boolean": True,
     },
     {
@@ -118,6 +121,7 @@ EVERY_TYPE_ROWS: list[Row] = [
         "f_text": "x",
         "f_date": dt.date(1900, 1, 1),
         "f_timestamp": dt.datetime(1970, 1, 1),
+        "f_timestamptz": dt.datetime(1970, 1, 1, tzinfo=dt.UTC),
         "f_boolean": False,
     },
     {"id": 3, **{f.name: None for f in EVERY_TYPE.fields if f.name != "id"}},
