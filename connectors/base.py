@@ -334,10 +334,13 @@ class DatabaseConnector(ABC):
         delete_missing: bool,
         marker: DeliveryMarker,
         on_rows: Callable[[int], None] | None = None,
+        keep: pa.Table | None = None,
     ) -> int:
         """Load ``batches`` into ``spec`` by primary key, with the marker, in one transaction;
         return the number of rows loaded. ``delete_missing`` (snapshot mode) also deletes the
-        target rows whose key is not among them. ``on_rows`` hears of each batch loaded.
+        target rows whose key is not among them, except the keys in ``keep`` (rows the source
+        still has but this run does not deliver: quarantined ones keep their last good
+        version). ``on_rows`` hears of each batch loaded.
 
         The exactly-once protocol, for every dialect: probe whether the target is empty;
         bulk-load the batches straight into it when it is (a first delivery: nothing to update
@@ -358,7 +361,8 @@ class DatabaseConnector(ABC):
                 tx.execute(self.upsert(target, into))
                 crashpoint("merge:upserted", self.node)
                 if delete_missing:
-                    tx.execute(self.delete_missing(target, into))
+                    kept = self._kept_keys(tx, target, keep)
+                    tx.execute(self.delete_missing(target, into, kept))
             tx.execute(
                 sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id)
             )
@@ -366,6 +370,25 @@ class DatabaseConnector(ABC):
             crashpoint("merge:before-commit", self.node)
             tx.commit()
         return loaded
+
+    def _kept_keys(
+        self, tx: MergeTransaction, target: sa.Table, keep: pa.Table | None
+    ) -> sa.Table | None:
+        """Stage the distinct, complete keys of ``keep`` (None when there are none)."""
+        if keep is None or keep.num_rows == 0:
+            return None
+        names = [c.name for c in target.primary_key.columns]
+        keys = keep.select(names).drop_null()  # a key with a NULL part matches no target row
+        keys = keys.group_by(names).aggregate([]).select(names)  # duplicates: once each
+        if keys.num_rows == 0:
+            return None
+        shape = sa.Table(
+            f"{target.name}_keep"[:56], sa.MetaData(),
+            *(sa.Column(n, target.c[n].type, primary_key=True) for n in names),
+        )  # fmt: skip
+        kept = tx.create_staging(shape)
+        tx.load(kept, keys.to_batches(), None)
+        return kept
 
     @abstractmethod
     def merge_transaction(self, spec: TableSpec) -> AbstractContextManager[MergeTransaction]:
@@ -402,11 +425,15 @@ class DatabaseConnector(ABC):
         """0-based index in the batch of the row the database rejected, when it says."""
         return None
 
-    def delete_missing(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
-        """Delete target rows whose primary key is not staged (snapshot mode)."""
+    def delete_missing(
+        self, target: sa.Table, staging: sa.Table, kept: sa.Table | None = None
+    ) -> sa.Executable:
+        """Delete target rows whose primary key is neither staged nor kept (snapshot mode)."""
         pk = [target.c[c.name] for c in target.primary_key.columns]
-        match = sa.and_(*(staging.c[c.name] == c for c in pk))
-        return sa.delete(target).where(~sa.exists().where(match))
+        gone = ~sa.exists().where(sa.and_(*(staging.c[c.name] == c for c in pk)))
+        if kept is not None:
+            gone = sa.and_(gone, ~sa.exists().where(sa.and_(*(kept.c[c.name] == c for c in pk))))
+        return sa.delete(target).where(gone)
 
     def positional_insert(self, staging: sa.Table, placeholder: Callable[[int], str]) -> str:
         """``INSERT INTO staging (cols) VALUES (?, ?, …)`` for a driver's executemany."""

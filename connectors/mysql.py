@@ -127,12 +127,20 @@ class MySQLConnector(StagedMerge):
             update = {c.name: target.c[c.name] for c in target.primary_key.columns}
         return ins.on_duplicate_key_update(update)
 
-    def delete_missing(self, target: sa.Table, staging: sa.Table) -> sa.Executable:
+    def delete_missing(
+        self, target: sa.Table, staging: sa.Table, kept: sa.Table | None = None
+    ) -> sa.Executable:
         prep = self.engine.dialect.identifier_preparer
         t, s = prep.format_table(target), prep.quote(staging.name)
         pk = [prep.quote(c.name) for c in target.primary_key.columns]
         on = " AND ".join(f"s.{c} = t.{c}" for c in pk)
-        return sa.text(f"DELETE t FROM {t} AS t LEFT JOIN {s} AS s ON {on} WHERE s.{pk[0]} IS NULL")
+        join, where = f"LEFT JOIN {s} AS s ON {on}", f"s.{pk[0]} IS NULL"
+        if kept is not None:  # keys the source still has but this run does not deliver
+            k_on = " AND ".join(f"k.{c} = t.{c}" for c in pk)
+            join += f" LEFT JOIN {prep.quote(kept.name)} AS k ON {k_on}"
+            where += f" AND k.{pk[0]} IS NULL"
+        # Validated identifiers quoted by the dialect; no values.
+        return sa.text(f"DELETE t FROM {t} AS t {join} WHERE {where}")  # noqa: S608
 
 
 def _instants_as_utc(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -143,7 +143,8 @@ class AdbcMerge(MergeTransaction):
                     on_rows(batch.num_rows)
                 yield batch
 
-        schema = self.spec.arrow_schema()
+        declared = self.spec.arrow_schema()
+        schema = pa.schema([declared.field(c.name) for c in into.columns])  # (kept keys: fewer)
         if into is self.staging:
             reader = pa.RecordBatchReader.from_batches(schema, counted())
             self.cur.adbc_ingest(into.name, reader, mode="create", temporary=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from connectors.base import DeliveryMarker, TableSpec
@@ -57,6 +58,15 @@ def _projected(
         if held is not None:
             batch = held.sift(batch)
         yield batch.select(fields)
+
+
+def _quarantined_keys(rd: RunDir, resource: Resource) -> pa.Table | None:
+    """Keys of this run's quarantined rows: the source still has them, so a snapshot or
+    ``--full`` delivery must not delete them at the subscriber (it keeps their last good
+    version until the provider fixes the row)."""
+    if not rd.part("quarantine").exists():
+        return None
+    return pq.read_table(rd.part("quarantine"), columns=list(resource.primary_key))
 
 
 def _db_message(node: str, exc: Exception) -> str:
@@ -113,6 +123,7 @@ def load_subscriber(
                     delete_missing=d.delete_missing,
                     marker=DeliveryMarker(d.subscription_id, run.id, new_mark, 0),
                     on_rows=on_rows,
+                    keep=_quarantined_keys(rd, resource) if d.delete_missing else None,
                 )
         finally:
             target.close()

@@ -273,6 +273,22 @@ class DatabaseConnectorSuite:
 
         assert database.rows(COMPANY) == by_key(SNAPSHOT)
 
+    def test_a_snapshot_delivery_keeps_the_rows_the_source_still_has_but_quarantined(
+        self, database: FrontEndDatabase
+    ) -> None:
+        # 3 and 4 are in the source but quarantined this run (4 twice, a duplicated key; one
+        # key part NULL matches nothing): they keep their last good version, 1 is deleted.
+        database.deliver(COMPANY, FIRST, run_id="run-1")
+        quarantined = pa.table(
+            {"id": pa.array([3, 4, 4, None], pa.int64()), "name": ["x", "y", "z", "w"]}
+        )
+
+        database.deliver(COMPANY, SNAPSHOT, run_id="run-2", delete_missing=True, keep=quarantined)
+
+        kept = [r for r in FIRST if r["id"] in (3, 4)]
+        assert database.rows(COMPANY) == by_key(merged(kept, SNAPSHOT))
+        assert database.tables() == {"company", MARKER_TABLE}
+
     def test_a_composite_primary_key_upserts_and_deletes_by_every_key_column(
         self, database: FrontEndDatabase
     ) -> None:

@@ -214,6 +214,7 @@ class FrontEndDatabase:
         subscription_id: int = SUBSCRIPTION,
         watermark: str | None = None,
         on_rows: Callable[[int], None] | None = None,
+        keep: pa.Table | None = None,
     ) -> int:
         """One delivery as ``load_subscriber`` makes it: a connector of its own (a connector
         lives for one delivery), ``ensure_table``, ``merge`` with the marker; rows merged.
@@ -227,6 +228,7 @@ class FrontEndDatabase:
                 delete_missing=delete_missing,
                 marker=DeliveryMarker(subscription_id, run_id, watermark, 0),
                 on_rows=on_rows,
+                keep=keep,
             )
         finally:
             connector.close()
