@@ -27,6 +27,8 @@ class SubscriberStatus:
 
 
 def recent_runs(ws: Workspace, resource_code: str | None = None, limit: int = 10) -> list[Run]:
+    if resource_code:
+        ws.catalog.resource(resource_code)  # NotFound (exit 2) for a code the catalog lacks
     with ws.store.session() as s:
         q = sa.select(Run).order_by(Run.started_at.desc()).limit(limit)
         if resource_code:
@@ -47,12 +49,10 @@ def subscriber_status(ws: Workspace, resource_code: str | None = None) -> list[S
                     Delivery.subscription_id == sub.id, Delivery.status == "delivered"
                 )
             ).scalar_one()
-            last = s.execute(
-                sa.select(Delivery)
-                .where(Delivery.subscription_id == sub.id)
-                .order_by(Delivery.finished_at.desc(), Delivery.id.desc())
-                .limit(1)
-            ).scalar()
+            latest = sa.select(Delivery).where(Delivery.subscription_id == sub.id)
+            latest = latest.order_by(Delivery.finished_at.desc(), Delivery.id.desc()).limit(1)
+            last = s.execute(latest).scalar()  # the last attempt: its error, if it failed
+            ok = s.execute(latest.where(Delivery.status == "delivered")).scalar()
             out.append(
                 SubscriberStatus(
                     subscription_id=sub.id,
@@ -63,7 +63,7 @@ def subscriber_status(ws: Workspace, resource_code: str | None = None) -> list[S
                     valid_until=sub.valid_until,
                     watermark=wm.value if wm else None,
                     rows_delivered=int(total),
-                    last_delivery=last.finished_at if last else None,
+                    last_delivery=ok.finished_at if ok else None,  # refused ones never count
                     last_error=last.error if last is not None and last.status == "failed" else None,
                 )
             )

@@ -179,3 +179,24 @@ def test_an_arrow_native_source_names_the_row_whose_value_does_not_fit(
         run_resource(ws, "R1")
 
     assert "field 'status'" in str(err.value) and "row key id=77" in str(err.value)
+
+
+def test_status_of_an_unknown_resource_is_bad_input_and_a_refused_subscriber_shows_no_delivery(
+    tmp_path: Path, make_workspace: Callable[[str], Workspace]
+) -> None:
+    source_db(tmp_path / "src.db", [(1, 1), (2, 2)])
+    nodes = {"src": ("sqlite", "{path: src.db}"), "a": ("sqlite", "{path: a.db}"),
+             "b": ("postgresql", "{env: NOT_SET_B}")}  # fmt: skip
+    ws = make_workspace(catalog_yaml(nodes, RESOURCE))
+    add_subscription(ws, "R1", "a", ["id", "status"], FAR)
+    add_subscription(ws, "R1", "b", ["id", "status"], FAR)
+    run_resource(ws, "R1")
+
+    from exchange.status import subscriber_status
+
+    by_node = {s.node: s for s in subscriber_status(ws, "R1")}
+    assert by_node["a"].last_delivery is not None and by_node["a"].last_error is None
+    assert by_node["b"].last_delivery is None  # refused: it never received anything
+    assert "NOT_SET_B" in (by_node["b"].last_error or "")
+    unknown = exchange_cli(tmp_path, "status", "NOPE")
+    assert unknown.returncode == 2 and "no resource 'NOPE'" in unknown.stderr

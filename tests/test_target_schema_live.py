@@ -272,3 +272,33 @@ def test_catalog_check_exits_2_when_the_source_lacks_a_declared_column(
     assert out.returncode == 2, out.stdout + out.stderr
     text = " ".join(out.stdout.split())
     assert "region_code" in text and "declared in the catalog, missing at the source" in text
+
+
+@pytest.mark.mariadb
+def test_catalog_check_warns_that_a_mariadb_datetime_declared_timestamptz_is_read_as_utc(
+    mariadb_database: str,
+    make_workspace: Callable[[str], Workspace],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from exchange.tables.check import check_resource
+
+    execute(mariadb_database, "CREATE TABLE ev (id BIGINT PRIMARY KEY, at DATETIME(6))")
+    monkeypatch.setenv("SRC_URL", mariadb_database)
+    nodes = {"src": ("mysql", "{env: SRC_URL}")}
+    ws = make_workspace(catalog_yaml(nodes, """\
+- code: EV
+  name: 事件
+  kind: table
+  provider: src
+  share: unconditional
+  source: {table: ev}
+  primary_key: [id]
+  fields:
+    - {name: id, type: bigint, nullable: false}
+    - {name: at, type: timestamptz}
+"""))  # fmt: skip
+
+    report = check_resource(ws, "EV")
+
+    warned = [f.detail for f in report.findings if f.column == "at"]
+    assert warned and "read as UTC" in warned[0] and "declare it timestamp" in warned[0]

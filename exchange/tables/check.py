@@ -111,6 +111,15 @@ def _source(ws: Workspace, resource: Resource) -> list[Finding]:
         return [say("", REFUSED, "no such table at the provider")]
     out = [say(c, REFUSED, "declared in the catalog, missing at the source") for c in check.missing]
     out += [say(p.column, WARNING, _source_warning(p)) for p in check.problems]
+    if ws.catalog.node(resource.provider).kind == "mysql":
+        # No zone in a DATETIME: by the engine's convention one declared timestamptz holds UTC
+        # (what its own targets write); a provider's DATETIME usually holds Shanghai time.
+        out += [
+            say(f.name, WARNING, "declared timestamptz: a MariaDB/MySQL DATETIME is read as UTC "
+                "(the engine's convention); if it holds Shanghai time, declare it timestamp")
+            for f in spec.fields
+            if f.type == "timestamptz" and f.name not in check.missing
+        ]  # fmt: skip
     if not check.keyed:
         key = ",".join(resource.primary_key)
         out.append(
