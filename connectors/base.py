@@ -209,17 +209,24 @@ class DatabaseConnector(ABC):
         """
         schema = spec.arrow_schema()
         batches = self.arrow_batches(spec, since, batch_size)
-        while True:
-            try:
-                batch = next(batches, None)
-                if batch is None:
-                    return
-                conformed = conform(batch, schema, self.naive_zone)
-            except ConversionFailed as exc:
-                if not exc.key and batch is not None:
-                    exc.key = {k: batch.column(k)[exc.index].as_py() for k in spec.primary_key}
-                raise self._data_error(spec, exc) from None
-            yield conformed
+        try:
+            while True:
+                try:
+                    batch = next(batches, None)
+                    if batch is None:
+                        return
+                    conformed = conform(batch, schema, self.naive_zone)
+                except ConversionFailed as exc:
+                    if not exc.key and batch is not None:
+                        exc.key = {k: batch.column(k)[exc.index].as_py() for k in spec.primary_key}
+                    raise self._data_error(spec, exc) from None
+                yield conformed
+        finally:
+            # Close the driver's cursor and connection now, not when the garbage collector
+            # gets to them (ADBC then complained of a connection closed with a statement open).
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     def _data_error(self, spec: TableSpec, exc: ConversionFailed) -> DataError:
         key = ",".join(f"{k}={exc.key.get(k)!r}" for k in spec.primary_key)
