@@ -6,6 +6,8 @@ with the reason.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import secrets
 import signal
@@ -14,6 +16,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pymysql
@@ -112,3 +115,53 @@ def make_workspace(tmp_path: Path) -> Iterator[Callable[[str], Workspace]]:
     yield make
     for ws in opened:
         ws.close()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def migrated_airflow(home: Path, base: dict[str, str]) -> dict[str, str]:
+    """``base`` plus the settings of an Airflow whose SQLite metadata DB in ``home`` is
+    migrated, the DAGs and plugins of this repository; skipped (failed under CI=true) where
+    Airflow is not installed."""
+    if importlib.util.find_spec("airflow") is None:
+        reason = "apache-airflow is not installed (pip install '.[airflow]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    env = {
+        **base,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "dags" / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    }
+    airflow = Path(sys.executable).with_name("airflow")
+    done = subprocess.run(
+        [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return env
+
+
+def run_harness(module: str, args: list[str], env: dict[str, str], timeout: int) -> dict[str, Any]:
+    """``python -m MODULE ARGS`` (an Airflow harness) in a child: the JSON document it prints
+    on its ``HARNESS-RESULT`` line."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", module, *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else str(exc.stdout)
+        raise AssertionError(f"{module} {args} timed out; its output:\n{out[-6000:]}") from None
+    for line in done.stdout.splitlines():
+        if line.startswith("HARNESS-RESULT "):
+            return dict(json.loads(line.removeprefix("HARNESS-RESULT ")))
+    raise AssertionError(f"{module} {args} failed ({done.returncode}):\n{done.stderr[-4000:]}")

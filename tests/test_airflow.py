@@ -8,7 +8,6 @@ migrated once per session, so its configuration never leaks into the rest of the
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 from exchange.kernel.settings import Settings
 from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
-from tests.conftest import catalog_yaml
+from tests.conftest import catalog_yaml, migrated_airflow, run_harness
 from tests.sources import RESOURCE_YAML, create_source, projection, registry, table_rows
 
 pytestmark = pytest.mark.airflow
@@ -45,46 +44,14 @@ class AirflowEnv:
         return {**self.env, **extra}
 
     def harness(self, *args: str, env: dict[str, str], timeout: int = 180) -> dict[str, Any]:
-        try:
-            done = subprocess.run(
-                [sys.executable, "-m", "tests.airflow_harness", *args],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else str(exc.stdout)
-            raise AssertionError(f"harness {args} timed out; its output:\n{out[-6000:]}") from None
-        for line in done.stdout.splitlines():
-            if line.startswith("HARNESS-RESULT "):
-                return dict(json.loads(line.removeprefix("HARNESS-RESULT ")))
-        raise AssertionError(f"harness {args} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        return run_harness("tests.airflow_harness", list(args), env, timeout)
 
 
 @pytest.fixture(scope="session")
 def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> AirflowEnv:
-    if importlib.util.find_spec("airflow") is None:
-        reason = "apache-airflow is not installed (pip install '.[airflow]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
     home = tmp_path_factory.mktemp("airflow_home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EXCHANGE_"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "dags" / "plugins"),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-        AIRFLOW__CORE__UNIT_TEST_MODE="False",
-    )
-    done = subprocess.run(
-        [str(AIRFLOW), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return AirflowEnv(home, env)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "EXCHANGE_"))}
+    return AirflowEnv(home, migrated_airflow(home, base))
 
 
 def _catalog_file(tmp_path: Path, text: str) -> Path:

@@ -12,8 +12,6 @@ held, neither gets anything. Every front-end DB is SQLite.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-import json
 import os
 import re
 import sqlite3
@@ -35,11 +33,10 @@ from exchange.kernel.settings import Settings
 from exchange.store.models import Delivery, Run, Subscription, Watermark
 from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
-from tests.conftest import catalog_yaml
+from tests.conftest import catalog_yaml, migrated_airflow, run_harness
 from tests.sources import create_source, registry, upsert_source
 from tests.test_quality_flow import GRANT_A, T1, damage, resource_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 FAR = dt.date.today() + dt.timedelta(days=300)
 
@@ -384,50 +381,17 @@ class AirflowRuns:
 def airflow_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowRuns]:
     """A migrated Airflow metadata DB (SQLite), then the held table's, the held tabular file's
     and the control's DAG run by ``tests/airflow_tries_harness.py`` in one child process."""
-    if importlib.util.find_spec("airflow") is None:
-        reason = "apache-airflow is not installed (pip install '.[airflow]')"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
     home = tmp_path_factory.mktemp("held_airflow")
     city = build_city(tmp_path_factory.mktemp("held_city"), table=True, file=True, control=True)
-    env = {k: v for k, v in city.env().items() if not k.startswith("AIRFLOW")}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
-        AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "dags" / "plugins"),
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-        AIRFLOW__CORE__UNIT_TEST_MODE="False",
+    base = {k: v for k, v in city.env().items() if not k.startswith("AIRFLOW")}
+    base.update(
         EXCHANGE_CATALOG=str(city.catalog),
         HELD_TEST_DOWN_URL="postgresql+psycopg://postgres@127.0.0.1:9/nobody",
     )
-    migrated = subprocess.run(
-        [str(BIN / "airflow"), "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert migrated.returncode == 0, migrated.stderr[-4000:]
+    env = migrated_airflow(home, base)
     dag_ids = [orch.dag_id(c) for c in (TABLE, FILE, CONTROL)]
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.airflow_tries_harness", *dag_ids],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else str(exc.stdout)
-        raise AssertionError(f"the harness timed out (a task retried?):\n{out[-6000:]}") from None
-    for line in done.stdout.splitlines():
-        if line.startswith("HARNESS-RESULT "):
-            yield AirflowRuns(city, json.loads(line.removeprefix("HARNESS-RESULT ")))
-            return
-    raise AssertionError(f"harness failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    # A timeout here means a task was retried (the harness sets no delay between tries).
+    yield AirflowRuns(city, run_harness("tests.airflow_tries_harness", dag_ids, env, 240))
 
 
 def assert_failed_once_and_never_retried(dag: dict[str, Any]) -> None:
