@@ -268,24 +268,19 @@ class DatabaseConnector(ABC):
         """An existing target compared with ``spec`` before a load: the columns that would
         not hold the declared values (narrower or incompatible), the key it cannot merge by,
         and the fields it lacks. No table yet: ``exists`` False (``ensure_table`` makes it)."""
-        with self.connect() as conn:
-            found = reflect(conn, spec.name, spec.schema)
-        if found is None:
-            return TableCheck(exists=False)
-        return compare_target(
-            spec.fields, spec.primary_key, found, self.column_type, self.engine.dialect
-        )
+        return self._check(spec, compare_target)
 
     def check_source(self, spec: TableSpec) -> TableCheck:
         """A provider's table compared with ``spec``: the declared columns it lacks, those
         whose values do not fit the declared type, a key no constraint keeps unique."""
+        return self._check(spec, compare_source)
+
+    def _check(self, spec: TableSpec, compare: Callable[..., TableCheck]) -> TableCheck:
         with self.connect() as conn:
             found = reflect(conn, spec.name, spec.schema)
         if found is None:
             return TableCheck(exists=False)
-        return compare_source(
-            spec.fields, spec.primary_key, found, self.column_type, self.engine.dialect
-        )
+        return compare(spec.fields, spec.primary_key, found, self.column_type, self.engine.dialect)
 
     # -- writing -------------------------------------------------------------------------
     def ensure_table(self, spec: TableSpec) -> list[str]:

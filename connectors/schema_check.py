@@ -452,14 +452,9 @@ def compare_target(
     """An existing target against the declared ``fields``: every column that would not hold
     their values, a NOT NULL column for a nullable field, a key it cannot merge by, a column
     it has besides them that every insert would have to fill, and the fields it lacks."""
-    have = {c["name"].lower(): c for c in found.columns}
     problems: list[Problem] = []
-    missing: list[str] = []
-    for col in fields:
-        got = have.get(col.name.lower())
-        if got is None:
-            missing.append(col.name)
-            continue
+    present, missing = _matched(fields, found)
+    for col, got in present:
         problem = column_problem(col, column_type(col), got["type"], dialect)
         problem = problem or _charset_problem(col, got["type"], found.charset, dialect)
         if problem is not None:
@@ -528,16 +523,22 @@ def compare_source(
 ) -> TableCheck:
     """A provider's table against the declared ``fields``: the columns it lacks, those whose
     values would not fit the declared type, and whether a constraint keeps the key unique."""
-    have = {c["name"].lower(): c for c in found.columns}
-    problems: list[Problem] = []
-    missing: list[str] = []
-    for col in fields:
-        got = have.get(col.name.lower())
-        if got is None:
-            missing.append(col.name)
-            continue
-        problem = column_problem(col, column_type(col), got["type"], dialect, source=True)
-        if problem is not None:
-            problems.append(problem)
+    present, missing = _matched(fields, found)
+    problems = [
+        p
+        for col, got in present
+        if (p := column_problem(col, column_type(col), got["type"], dialect, source=True))
+    ]
     keyed = not primary_key or _has_key(found, primary_key)
     return TableCheck(True, tuple(problems), tuple(missing), keyed)
+
+
+def _matched(
+    fields: Sequence[Column], found: Reflected
+) -> tuple[list[tuple[Column, dict[str, Any]]], list[str]]:
+    """Each declared field with the table's column of that name (names compared without
+    case, as the dialects fold them), and the names of the fields the table lacks."""
+    have = {c["name"].lower(): c for c in found.columns}
+    present = [(col, have[col.name.lower()]) for col in fields if col.name.lower() in have]
+    missing = [col.name for col in fields if col.name.lower() not in have]
+    return present, missing

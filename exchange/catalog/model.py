@@ -81,11 +81,6 @@ class Resource:
     target_columns: Literal["add", "refuse"] = "add"
 
     @property
-    def delivers_files(self) -> bool:
-        """A file or folder resource: file nodes can receive the files themselves."""
-        return self.files is not None
-
-    @property
     def delivers_table(self) -> bool:
         """A table, or a tabular file (csv/xlsx with fields): subscribers can get a table."""
         return self.kind == "table" or (

@@ -185,7 +185,7 @@ def list_subscriptions(ws: Workspace, resource_code: str | None = None) -> list[
 def check_file_grant(ws: Workspace, resource_code: str, node: str, target_dir: str | None) -> str:
     """Check that ``node`` may receive the resource's files; return the target directory."""
     resource = ws.catalog.resource(resource_code)
-    if not resource.delivers_files or resource.files is None:
+    if resource.files is None:  # only file and folder resources have files to send
         raise BadInput(
             f"resource {resource_code} is a {resource.kind}: a file node receives file and "
             "folder resources only"
