@@ -39,7 +39,7 @@ clean:
 	rm -rf $(VENV) .exchange .mypy_cache .ruff_cache
 
 # A real distributed Airflow on this machine (PostgreSQL metadata DB, Redis broker): see
-# docker/local/README or the README's "Airflow" section. airflow-run = up, trigger, check, down.
+# docker/local/README.md and docs/airflow.md. airflow-run = up, trigger, check, down.
 airflow-up: $(STAMP)
 	docker/local/stack.sh up
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from connectors.cast_reasons import plain_reason
 from connectors.columns import Column
 from exchange.kernel.clock import TIMEZONE
 
@@ -77,7 +78,7 @@ def _first_bad(
         try:
             _convert([v], typ, naive_zone)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-            return i, v, str(exc).splitlines()[0]
+            return i, v, plain_reason(typ, v, str(exc).splitlines()[0])
     return 0, values[0] if values else None, "cannot convert"
 
 
@@ -139,6 +140,10 @@ def instant_text(arr: pa.Array) -> pa.Array:
 def _convert(values: Sequence[Any], typ: pa.DataType, naive_zone: str = TIMEZONE) -> pa.Array:
     if pa.types.is_timestamp(typ):
         return _python_times(values, typ, naive_zone)
+    if pa.types.is_integer(typ) and any(isinstance(v, float) for v in values):
+        # pa.array(floats, type=int) truncates 2.5 to 2 without a word (a SQLite REAL in an
+        # integer field); the safe cast keeps 2.0 and refuses the fraction.
+        return pc.cast(pa.array(values), typ)
     try:
         return pa.array(values, type=typ)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -169,9 +174,9 @@ def conform(batch: pa.RecordBatch, schema: pa.Schema, naive_zone: str = TIMEZONE
                     try:
                         _cast(col.slice(i, 1), fld.type, naive_zone)
                     except _ARROW_ERRORS as exc:
-                        raise ConversionFailed(
-                            fld.name, i, col[i].as_py(), str(exc).splitlines()[0]
-                        ) from None
+                        value = col[i].as_py()
+                        reason = plain_reason(fld.type, value, str(exc).splitlines()[0])
+                        raise ConversionFailed(fld.name, i, value, reason) from None
                 raise
         arrays.append(col)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

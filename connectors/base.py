@@ -6,7 +6,8 @@ Arrow record batches (memory bounded by the batch size). Writing is ``ensure_tab
 evolve the target table) and then one call, ``merge``: bulk-load the batches into a
 session-private staging table, upsert by primary key, optionally delete what the source no
 longer has, and write the delivery marker, all in one transaction. The marker is what makes
-delivery exactly once across crashes.
+delivery exactly once across crashes. Markers are keyed by (installation id, subscription id):
+two installations (two metadata stores) delivering into one database each keep their own.
 
 ``merge`` is written once, here, over a ``MergeTransaction``: the five operations a dialect's
 write path provides (probe, create staging, bulk-load, execute a statement, commit).
@@ -19,6 +20,7 @@ conformance is ``tests/conformance/``.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,7 +37,13 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows_to_batch
 from connectors.columns import Column
 from connectors.prefetch import prefetch
-from connectors.schema_check import TableCheck, compare_source, compare_target, reflect
+from connectors.schema_check import (
+    TableCheck,
+    compare_source,
+    compare_target,
+    reflect,
+    source_lacks,
+)
 from connectors.secrets import redact, safe_url
 from exchange.kernel.clock import TIMEZONE, utcnow
 from exchange.kernel.errors import BadInput, ConnectionFailed, DataError
@@ -46,6 +54,8 @@ from exchange.kernel.faults import crashpoint
 POOL: dict[str, Any] = {"pool_size": 1, "max_overflow": 1, "pool_pre_ping": False}
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 MARKER_TABLE = "exchange_delivery_marker"
+MARKER_KEY = ("installation_id", "subscription_id")
+MARKER_PK = "pk_exchange_delivery_marker"
 
 
 def check_identifier(name: str, what: str = "identifier") -> str:
@@ -113,15 +123,52 @@ def row_key(batch: pa.RecordBatch, index: int, key: tuple[str, ...]) -> str:
     return ",".join(f"{k}={batch.column(k)[index].as_py()}" for k in names) or f"row {index + 1}"
 
 
+@dataclass(frozen=True)
+class MarkerShape:
+    """A marker table as a database has it now: its columns and its key (lower-cased)."""
+
+    columns: frozenset[str]
+    key: tuple[str, ...]
+    key_name: str | None
+
+    @property
+    def current(self) -> bool:
+        """Keyed by (installation id, subscription id): nothing to upgrade."""
+        return "installation_id" in self.columns and self.key == MARKER_KEY
+
+
+def marker_lock_name(database: str | None, schema: str | None) -> str:
+    """The name of the lock an upgrade of the marker table of ``database``.``schema`` holds
+    (64 characters at most: MariaDB's limit; its locks are server-wide)."""
+    digest = hashlib.sha256(f"{database}\0{schema}".encode()).hexdigest()[:32]
+    return f"{MARKER_TABLE}:{digest}"
+
+
+def marker_shape(conn: Connection, schema: str | None) -> MarkerShape | None:
+    """The marker table's shape in ``schema`` (None: there is none)."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(MARKER_TABLE, schema):
+        return None
+    columns = frozenset(c["name"].lower() for c in inspector.get_columns(MARKER_TABLE, schema))
+    pk = inspector.get_pk_constraint(MARKER_TABLE, schema)
+    key = tuple(c.lower() for c in pk.get("constrained_columns") or [])
+    return MarkerShape(columns, key, pk.get("name"))
+
+
 class DatabaseConnector(ABC):
     """A front-end database: read batches, create/evolve tables, bulk-load and merge."""
 
     dialect: ClassVar[str]
 
-    def __init__(self, node: str, url: str | URL):
+    def __init__(self, node: str, url: str | URL, installation: str | None = None):
         self.node = node
         self.url = make_url(url)
         self.engine = self._create_engine(self.url)
+        #: Whose delivery markers this connector reads and writes: the metadata store's
+        #: installation id (``Workspace.database`` sets it). Without one, markers are refused.
+        self.installation = installation
+        #: Rows the last ``merge`` deleted because the source no longer has them (snapshot).
+        self.deleted = 0
 
     # -- connection ----------------------------------------------------------------------
     def _create_engine(self, url: URL) -> Engine:
@@ -260,8 +307,21 @@ class DatabaseConnector(ABC):
         return rows_to_batch(rows, schema, self.naive_zone)
 
     def _query_error(self, exc: sa.exc.DBAPIError, spec: TableSpec) -> Exception:
+        lacks = self.source_lacks(spec)
+        if lacks is not None:
+            return DataError(lacks)
         detail = redact(str(exc.orig).strip().splitlines()[0], self.url.password)
         return BadInput(f"node {self.node!r} table {spec.qualified}: {detail}")
+
+    def source_lacks(self, spec: TableSpec) -> str | None:
+        """Once a query of the provider's table failed: whether the table or a declared column
+        is missing, in words (``schema_check.source_lacks``) rather than the driver's. None
+        when that is not why, or cannot be asked."""
+        try:
+            with self.connect() as conn:
+                return source_lacks(conn, self.node, spec.name, spec.schema, spec.fields)
+        except (sa.exc.SQLAlchemyError, ConnectionFailed):
+            return None
 
     # -- checking (connectors.schema_check) ----------------------------------------------
     def check_target(self, spec: TableSpec) -> TableCheck:
@@ -284,8 +344,10 @@ class DatabaseConnector(ABC):
 
     # -- writing -------------------------------------------------------------------------
     def ensure_table(self, spec: TableSpec) -> list[str]:
-        """Create the target table if missing, add catalog fields it lacks, and the marker;
-        return the names of the columns added to an existing table."""
+        """Create the target table if missing, add catalog fields it lacks, and the marker
+        table (a marker table of an earlier version, keyed by subscription alone, is re-keyed
+        in place: ``upgrade_marker_table``); return the names of the columns added to an
+        existing table."""
         md = sa.MetaData()
         table = self.sa_table(spec, md)
         marker = self._marker_table(md, spec.schema)
@@ -297,32 +359,122 @@ class DatabaseConnector(ABC):
                 ops = Operations(MigrationContext.configure(conn))
                 for col in missing:
                     ops.add_column(spec.name, col.copy(), schema=spec.schema)
+        self.upgrade_marker_table(spec.schema)
         return [c.name for c in missing]
 
     def _marker_table(self, md: sa.MetaData, schema: str | None) -> sa.Table:
         return sa.Table(
             MARKER_TABLE,
             md,
-            sa.Column("subscription_id", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("installation_id", sa.String(64), nullable=False),
+            sa.Column("subscription_id", sa.BigInteger, nullable=False, autoincrement=False),
             sa.Column("run_id", sa.String(64), nullable=False),
             sa.Column("target_table", sa.String(128), nullable=False),
             sa.Column("watermark", sa.String(1000)),
             sa.Column("rows_merged", sa.BigInteger, nullable=False),
             sa.Column("delivered_at", sa.DateTime, nullable=False),
+            sa.PrimaryKeyConstraint(*MARKER_KEY, name=MARKER_PK),
             schema=schema,
         )
 
+    def _installation(self) -> str:
+        if not self.installation:
+            # ``Workspace.database`` always sets it: a connector without one is a bug in the
+            # caller, not something an operator can fix.
+            raise RuntimeError(
+                f"node {self.node!r}: delivery markers are read and written for an "
+                "installation; this connector was opened without an installation id"
+            )
+        return self.installation
+
+    def upgrade_marker_table(self, schema: str | None = None) -> bool:
+        """Re-key a marker table written by an earlier version (one row per subscription,
+        whoever delivered it) by (installation id, subscription id), in place: add the
+        column, give the existing rows this installation's id (the installation upgrading is
+        taken to be the one that wrote them: an earlier version could not tell two apart),
+        make it part of the key. The upgrade runs alone (``marker_upgrade``: parallel loads
+        into one database each try it) and looks again at the table once it does, and each
+        step looks before it acts, so a crash part-way (MariaDB commits each DDL statement)
+        is finished by the next call. Return whether anything changed."""
+        with self.connect() as conn:
+            shape = marker_shape(conn, schema)
+        if shape is None or shape.current:
+            return False
+        installation = self._installation()
+        with self.marker_upgrade(schema) as conn:
+            shape = marker_shape(conn, schema)  # another process may have done it meanwhile
+            if shape is None or shape.current:
+                return False
+            self.rekey_marker_table(conn, schema, shape, installation)
+        return True
+
+    @contextmanager
+    def marker_upgrade(self, schema: str | None) -> Iterator[Connection]:
+        """The connection the marker table's upgrade runs on, alone and, where the dialect's
+        DDL is transactional, as one transaction. This default is a plain transaction; the
+        dialects add their lock (PostgreSQL an advisory lock, MariaDB ``GET_LOCK``, SQLite
+        ``BEGIN IMMEDIATE``)."""
+        with self.connect(begin=True) as conn:
+            yield conn
+
+    def backfill_marker_table(
+        self, conn: Connection, schema: str | None, shape: MarkerShape, installation: str
+    ) -> None:
+        """Add the nullable ``installation_id`` column if it is missing and give every row
+        without one ``installation`` (the first half of ``rekey_marker_table``)."""
+        if "installation_id" not in shape.columns:
+            ops = Operations(MigrationContext.configure(conn))
+            ops.add_column(MARKER_TABLE, sa.Column("installation_id", sa.String(64)), schema=schema)
+        old = sa.table(MARKER_TABLE, sa.column("installation_id"), schema=schema)
+        conn.execute(
+            sa.update(old)
+            .where(old.c.installation_id.is_(None))
+            .values(installation_id=sa.bindparam("installation", installation))
+        )
+
+    def rekey_marker_table(
+        self, conn: Connection, schema: str | None, shape: MarkerShape, installation: str
+    ) -> None:
+        """Bring a marker table of shape ``shape`` to the current one: backfill, then make
+        ``installation_id`` NOT NULL and the key (installation id, subscription id). MariaDB
+        does the key in one statement; SQLite, which alters no key in place, recreates the
+        table."""
+        self.backfill_marker_table(conn, schema, shape, installation)
+        ops = Operations(MigrationContext.configure(conn))
+        ops.alter_column(
+            MARKER_TABLE, "installation_id", existing_type=sa.String(64), nullable=False,
+            schema=schema,
+        )  # fmt: skip
+        if shape.key:
+            ops.drop_constraint(
+                shape.key_name or "PRIMARY", MARKER_TABLE, type_="primary", schema=schema
+            )
+        ops.create_primary_key(MARKER_PK, MARKER_TABLE, list(MARKER_KEY), schema=schema)
+
     def read_marker(self, spec: TableSpec, subscription_id: int) -> DeliveryMarker | None:
-        """The last delivery committed to this subscription's target, if any."""
+        """The last delivery this installation committed to this subscription's target, if
+        any (another installation's marker for the same subscription id is not it)."""
+        installation = self._installation()
         md = sa.MetaData()
         marker = self._marker_table(md, spec.schema)
         with self.connect() as conn:
-            if not sa.inspect(conn).has_table(MARKER_TABLE, spec.schema):
+            inspector = sa.inspect(conn)
+            if not inspector.has_table(MARKER_TABLE, spec.schema):
                 return None
-            row = conn.execute(
-                sa.select(marker.c.run_id, marker.c.watermark, marker.c.rows_merged).where(
-                    marker.c.subscription_id == subscription_id
+            columns = {c["name"].lower() for c in inspector.get_columns(MARKER_TABLE, spec.schema)}
+            where = marker.c.subscription_id == subscription_id
+            if "installation_id" in columns:
+                # A row without an installation id is one of an upgrade cut short before its
+                # backfill: this installation's, as the upgrade will make it (still keyed by
+                # subscription alone, so it is the only row for the subscription).
+                mine = sa.or_(
+                    marker.c.installation_id == installation, marker.c.installation_id.is_(None)
                 )
+                where = sa.and_(mine, where)
+            # else a marker table of an earlier version, not re-keyed yet: its rows are taken
+            # to be this installation's, as ``upgrade_marker_table`` will make them.
+            row = conn.execute(
+                sa.select(marker.c.run_id, marker.c.watermark, marker.c.rows_merged).where(where)
             ).first()
         if row is None:
             return None
@@ -342,15 +494,17 @@ class DatabaseConnector(ABC):
         return the number of rows loaded. ``delete_missing`` (snapshot mode) also deletes the
         target rows whose key is not among them, except the keys in ``keep`` (rows the source
         still has but this run does not deliver: quarantined ones keep their last good
-        version). ``on_rows`` hears of each batch loaded.
+        version). ``on_rows`` hears of each batch loaded. The marker is this connector's
+        installation's (``installation``): another installation's markers are never touched.
 
         The exactly-once protocol, for every dialect: probe whether the target is empty;
         bulk-load the batches straight into it when it is (a first delivery: nothing to update
         or delete, and a staging copy would double the work), else into a session-private
         staging table, then upsert from it and, when asked, delete what it lacks; replace this
-        subscription's marker row; commit. A crash before the commit leaves the target as it
-        was; the crash points (``EXCHANGE_CRASH_AT``) mark each step. The target exists
-        (``ensure_table``); a connector merges once (it lives for one delivery).
+        installation's marker row for the subscription; commit. A crash before the commit
+        leaves the target as it was; the crash points (``EXCHANGE_CRASH_AT``) mark each step.
+        The target exists (``ensure_table``); a connector merges once (it lives for one
+        delivery).
         """
         md = sa.MetaData()
         target = self.sa_table(spec, md)
@@ -364,9 +518,12 @@ class DatabaseConnector(ABC):
                 crashpoint("merge:upserted", self.node)
                 if delete_missing:
                     kept = self._kept_keys(tx, target, keep)
-                    tx.execute(self.delete_missing(target, into, kept))
+                    self.deleted = max(tx.execute(self.delete_missing(target, into, kept)), 0)
             tx.execute(
-                sa.delete(marker_t).where(marker_t.c.subscription_id == marker.subscription_id)
+                sa.delete(marker_t).where(
+                    marker_t.c.installation_id == self._installation(),
+                    marker_t.c.subscription_id == marker.subscription_id,
+                )
             )
             tx.execute(sa.insert(marker_t).values(**self.marker_values(spec, marker, loaded)))
             crashpoint("merge:before-commit", self.node)
@@ -402,6 +559,7 @@ class DatabaseConnector(ABC):
 
     def marker_values(self, spec: TableSpec, marker: DeliveryMarker, rows: int) -> dict[str, Any]:
         return {
+            "installation_id": self._installation(),
             "subscription_id": marker.subscription_id,
             "run_id": marker.run_id,
             "target_table": spec.qualified,
@@ -484,8 +642,9 @@ class MergeTransaction(ABC):
         """Bulk-load the (non-empty) ``batches`` into ``into``; the number of rows loaded."""
 
     @abstractmethod
-    def execute(self, statement: sa.Executable) -> None:
-        """Run one statement (upsert, delete, marker) in the transaction."""
+    def execute(self, statement: sa.Executable) -> int:
+        """Run one statement (upsert, delete, marker) in the transaction; the rows it
+        changed (-1 when the driver cannot tell)."""
 
     @abstractmethod
     def commit(self) -> None:
@@ -561,8 +720,8 @@ class ConnectionMerge(MergeTransaction):
                 on_rows(batch.num_rows)
         return loaded
 
-    def execute(self, statement: sa.Executable) -> None:
-        self.conn.execute(statement)
+    def execute(self, statement: sa.Executable) -> int:
+        return int(self.conn.execute(statement).rowcount)
 
     def commit(self) -> None:
         self.transaction.commit()

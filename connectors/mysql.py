@@ -9,6 +9,8 @@ import datetime as dt
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -20,8 +22,18 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connectors.arrow_types import INSTANT, WALL_CLOCK
-from connectors.base import POOL, StagedMerge, driver_connection
+from connectors.base import (
+    MARKER_KEY,
+    MARKER_PK,
+    MARKER_TABLE,
+    POOL,
+    MarkerShape,
+    StagedMerge,
+    driver_connection,
+    marker_lock_name,
+)
 from connectors.text_rows import encode_text_buffer
+from exchange.kernel.errors import Retriable
 
 _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "smallint": sa.SmallInteger(),
@@ -31,9 +43,11 @@ _SIMPLE: dict[str, sa.types.TypeEngine[Any]] = {
     "text": mysql.LONGTEXT(),
     "date": sa.Date(),
     "timestamp": mysql.DATETIME(fsp=6),
-    "timestamptz": mysql.DATETIME(fsp=6),  # an instant, kept as UTC (README, Dialects)
+    "timestamptz": mysql.DATETIME(fsp=6),  # an instant, kept as UTC (docs/runs.md, Dialects)
     "boolean": mysql.TINYINT(1),
 }
+#: Seconds an upgrade of a marker table waits for another process's upgrade of it.
+MARKER_LOCK_WAIT = 60
 _AT_ROW = re.compile(r"\bat row (\d+)")
 
 # The session's zone is Asia/Shanghai's offset (no daylight saving since 1991; a named zone
@@ -68,7 +82,7 @@ class MySQLConnector(StagedMerge):
         )
 
     SIMPLE_TYPES = _SIMPLE
-    naive_zone = "UTC"  # a DATETIME(6) declared timestamptz holds UTC (README, Dialects)
+    naive_zone = "UTC"  # a DATETIME(6) declared timestamptz holds UTC (docs/runs.md, Dialects)
 
     def since_clause(self, column: sa.ColumnClause[Any], value: Any) -> sa.ColumnElement[bool]:
         # An instant is bound as naive UTC, as DATETIME(6) keeps it; against a TIMESTAMP
@@ -83,6 +97,45 @@ class MySQLConnector(StagedMerge):
             "mysql_charset": "utf8mb4",
             "mysql_collate": "utf8mb4_bin",
         }
+
+    @contextmanager
+    def marker_upgrade(self, schema: str | None) -> Iterator[Connection]:
+        # MariaDB commits each DDL statement, so the upgrade cannot be one transaction; a
+        # named lock (the session's, so it outlives those commits) makes a second upgrader (a
+        # parallel load) wait, then see the table done. Each step is finished by the next call.
+        name = marker_lock_name(self.url.database, schema)
+        with self.connect() as conn:
+            got = conn.execute(
+                sa.select(sa.func.get_lock(name, sa.bindparam("wait", MARKER_LOCK_WAIT)))
+            ).scalar()
+            if got != 1:
+                raise Retriable(
+                    f"node {self.node!r}: the delivery marker table is being upgraded by "
+                    f"another process (waited {MARKER_LOCK_WAIT} s for its lock); try again"
+                )
+            try:
+                yield conn
+                conn.commit()
+            finally:
+                conn.execute(sa.select(sa.func.release_lock(name)))
+
+    def rekey_marker_table(
+        self, conn: Connection, schema: str | None, shape: MarkerShape, installation: str
+    ) -> None:
+        self.backfill_marker_table(conn, schema, shape, installation)
+        conn.commit()
+        # One ALTER for the NOT NULL and the key: two statements would commit between them
+        # and leave the table with no key at all if cut short. Identifiers are the dialect's
+        # quoting of constants and the catalog's (validated) schema; nothing here is a value.
+        prep = conn.dialect.identifier_preparer
+        table = prep.format_table(sa.table(MARKER_TABLE, schema=schema))
+        column = sa.String(64).compile(dialect=conn.dialect)
+        changes = [f"MODIFY {prep.quote('installation_id')} {column} NOT NULL"]
+        if shape.key:
+            changes.append("DROP PRIMARY KEY")
+        key = ", ".join(prep.quote(c) for c in MARKER_KEY)
+        changes.append(f"ADD CONSTRAINT {prep.quote(MARKER_PK)} PRIMARY KEY ({key})")
+        conn.execute(sa.text(f"ALTER TABLE {table} {', '.join(changes)}"))
 
     def create_staging(self, conn: Connection, target: sa.Table) -> sa.Table:
         staging = self.staging_copy(
@@ -110,6 +163,8 @@ class MySQLConnector(StagedMerge):
                 f"CHARACTER SET utf8mb4 ({columns})",
                 (path,),
             )
+            if cursor.warning_count or cursor.rowcount != batch.num_rows:
+                raise _load_refused(cursor, batch.num_rows)
         finally:
             os.unlink(path)
 
@@ -141,6 +196,20 @@ class MySQLConnector(StagedMerge):
             where += f" AND k.{pk[0]} IS NULL"
         # Validated identifiers quoted by the dialect; no values.
         return sa.text(f"DELETE t FROM {t} AS t {join} WHERE {where}")  # noqa: S608
+
+
+def _load_refused(cursor: Any, sent: int) -> pymysql.err.DataError:
+    """LOAD DATA LOCAL cannot stop the client's file midway, so the server treats every
+    refused row as IGNORE would: a CHECK constraint that fails, a value it changes, a
+    duplicate key skip the row or alter it with a mere warning, and the statement succeeds.
+    Any warning, or fewer rows than were sent, fails the load instead (the transaction then
+    leaves the target as it was), with the server's first warnings as the reason."""
+    loaded = cursor.rowcount
+    cursor.execute("SHOW WARNINGS LIMIT 3")
+    reasons = "; ".join(str(row[2]) for row in cursor.fetchall())
+    return pymysql.err.DataError(
+        1265, f"LOAD DATA stored {loaded} of {sent} rows with warnings: {reasons or 'none given'}"
+    )
 
 
 def _instants_as_utc(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -2,7 +2,7 @@
 
 Staging is a private temporary table (Oracle 18c+), loaded by array-bound ``executemany``,
 then one ``MERGE``. No Oracle server can run on the development machines: this module is
-tested through compiled SQL and type mapping only (see the README).
+tested through compiled SQL and type mapping only (see docs/runs.md, Dialects).
 """
 
 from __future__ import annotations

@@ -14,7 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
-from connectors.base import DatabaseConnector, MergeTransaction, SinceFilter, TableSpec
+from connectors.base import (
+    DatabaseConnector,
+    MergeTransaction,
+    SinceFilter,
+    TableSpec,
+    marker_lock_name,
+)
 from connectors.prefetch import prefetch
 from connectors.secrets import redact
 from exchange.kernel.clock import TIMEZONE
@@ -54,7 +60,7 @@ class PostgreSQLConnector(DatabaseConnector):
         self, spec: TableSpec, since: SinceFilter | None, batch_size: int
     ) -> Iterator[pa.RecordBatch]:
         # ADBC's PostgreSQL driver reads the result in binary straight into Arrow: about 4x
-        # faster than fetching rows through psycopg (bench/README figures).
+        # faster than fetching rows through psycopg (docs/performance.md figures).
         import adbc_driver_postgresql.dbapi as adbc
 
         sql_text, params = self._sql(self.select_statement(spec, since))
@@ -64,11 +70,23 @@ class PostgreSQLConnector(DatabaseConnector):
                 cur.execute(sql_text, parameters=params or None)
                 reader = cur.fetch_record_batch()
             except adbc.Error as exc:
+                lacks = self.source_lacks(spec)
+                if lacks is not None:  # a column or the table is missing: say which
+                    raise DataError(lacks) from None
                 detail = redact(str(exc).strip().splitlines()[0], self.url.password)
                 raise BadInput(f"node {self.node!r} table {spec.qualified}: {detail}") from None
             for batch in reader:
                 for start in range(0, batch.num_rows, batch_size):
                     yield batch.slice(start, batch_size)
+
+    @contextmanager
+    def marker_upgrade(self, schema: str | None) -> Iterator[sa.Connection]:
+        # PostgreSQL's DDL is transactional: the whole re-key is one transaction, and an
+        # advisory lock for it makes a second upgrader (a parallel load) wait, then see it done.
+        name = marker_lock_name(self.url.database, schema)
+        with self.connect(begin=True) as conn:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(name))))
+            yield conn
 
     def staging_table(self, target: sa.Table) -> sa.Table:
         """The temporary table that ADBC's ingest creates (mode "create", temporary)."""
@@ -173,9 +191,10 @@ class AdbcMerge(MergeTransaction):
             fields.append(pa.field(f.name, t) if t is not None and _widens(f.type, t) else f)
         return pa.schema(fields)
 
-    def execute(self, statement: sa.Executable) -> None:
+    def execute(self, statement: sa.Executable) -> int:
         sql_text, params = self.connector._sql(statement)
         self.cur.execute(sql_text, parameters=params or None)
+        return int(self.cur.rowcount)
 
     def commit(self) -> None:
         self.conn.commit()

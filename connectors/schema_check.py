@@ -423,6 +423,41 @@ def reflect(conn: Connection, name: str, schema: str | None) -> Reflected | None
     return Reflected(columns, pk, tuple(unique), charset)
 
 
+def column_names(conn: Connection, name: str, schema: str | None) -> list[str] | None:
+    """A table's (or view's) column names as the database has them, in its order: one
+    reflection query, the cheap check a run makes before it extracts (None: no such table)."""
+    try:
+        return [c["name"] for c in sa.inspect(conn).get_columns(name, schema)]
+    except sa.exc.NoSuchTableError:
+        return None
+
+
+def lacking(fields: Sequence[Column], names: Sequence[str]) -> list[str]:
+    """The fields no column of ``names`` holds (compared without case, as ``_matched``)."""
+    have = {n.lower() for n in names}
+    return [f.name for f in fields if f.name.lower() not in have]
+
+
+def source_lacks(
+    conn: Connection, node: str, name: str, schema: str | None, fields: Sequence[Column]
+) -> str | None:
+    """Why a query of a provider's table failed, when its columns are why: the table is not
+    there, or declared fields have no column (named with the columns it has). None when every
+    field has a column: the query failed for another reason."""
+    names = column_names(conn, name, schema)
+    table = f"source table {f'{schema}.{name}' if schema else name} on node {node!r}"
+    if names is None:
+        return f"{table} does not exist"
+    missing = lacking(fields, names)
+    if not missing:
+        return None
+    return (
+        f"{table} has no column {', '.join(map(repr, missing))} "
+        f"({'field' if len(missing) == 1 else 'fields'} {', '.join(missing)}); "
+        f"its columns are: {', '.join(names)}"
+    )
+
+
 def _uniques(insp: sa.Inspector, name: str, schema: str | None) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     try:

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 
 from connectors.arrow_types import arrow_type, instant_text
-from connectors.base import SinceFilter, StagedMerge, TableSpec, driver_connection
+from connectors.base import (
+    MARKER_TABLE,
+    MarkerShape,
+    SinceFilter,
+    StagedMerge,
+    TableSpec,
+    driver_connection,
+)
 from connectors.columns import Column
 from exchange.kernel.clock import SHANGHAI
 from exchange.kernel.errors import DataError
 from exchange.kernel.text import decode_marked
+
+#: The table Alembic's batch mode copies the marker table into while re-keying it.
+BATCH_COPY = f"_alembic_tmp_{MARKER_TABLE}"
 
 # SQLite has no date, decimal or boolean storage class: dates, timestamps and decimals are kept
 # as ISO / exact decimal text (text sorts and compares right; REAL would round decimals). A
@@ -129,6 +142,38 @@ class SQLiteConnector(StagedMerge):
         if hasattr(value, "isoformat"):
             return column >= sa.bindparam("since", value.isoformat())
         return column >= sa.bindparam("since", value)
+
+    @contextmanager
+    def marker_upgrade(self, schema: str | None) -> Iterator[Connection]:
+        # pysqlite runs DDL outside any transaction it opened (a CREATE TABLE commits at once),
+        # so the upgrade takes the transaction into its own hands: the driver in autocommit,
+        # one BEGIN IMMEDIATE (the write lock, which also makes a second upgrader wait) and one
+        # COMMIT. The whole re-key, the table copy included, then happens or does not.
+        with self.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+
+    def rekey_marker_table(
+        self, conn: Connection, schema: str | None, shape: MarkerShape, installation: str
+    ) -> None:
+        # SQLite alters no key in place: Alembic's batch mode recreates the table in the new
+        # shape (the backfilled installation id NOT NULL, the two-column key) and copies it.
+        # A copy table left by an earlier version's upgrade, cut short after it was created,
+        # would make that fail for ever: it holds nothing the marker table lacks.
+        sa.Table(BATCH_COPY, sa.MetaData(), schema=schema).drop(conn, checkfirst=True)
+        self.backfill_marker_table(conn, schema, shape, installation)
+        ops = Operations(MigrationContext.configure(conn))
+        shape_now = self._marker_table(sa.MetaData(), schema)
+        with ops.batch_alter_table(
+            MARKER_TABLE, schema=schema, recreate="always", copy_from=shape_now
+        ):
+            pass
 
     def create_staging(self, conn: Connection, target: sa.Table) -> sa.Table:
         staging = self.staging_copy(target, f"stg_{target.name}", prefixes=["TEMPORARY"])

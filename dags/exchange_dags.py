@@ -1,7 +1,9 @@
 """The DAG factory: one DAG per table, file and folder resource of $EXCHANGE_CATALOG's catalog.
 
 plan -> extract -> validate -> subscribers -> load (one mapped task per subscriber) -> record.
-Each task calls one function of ``exchange.orchestration``; tasks pass run ids and paths.
+Each task calls one function of ``exchange.orchestration``; tasks pass run ids and paths. Under
+the OpenLineage provider, tasks report their datasets and the engine's run events point at the
+DAG run (``plugins/exchange_openlineage.py``).
 Parsing reads only the catalog file: no database, no network, no Variable. When a worker runs
 one task, ``get_parsing_context().dag_id`` names its DAG and only that one is built.
 """
@@ -29,6 +31,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
+from exchange_openlineage import point_engine_at_dag_run, reporting
 
 from exchange import orchestration as orch
 from exchange.catalog import Resource, load_catalog
@@ -47,13 +50,21 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 def _final(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a step; a terminal error (bad input, a run held back by quality, access denied, a
-    rejected host key) fails at once, since retrying cannot change it."""
+    rejected host key) fails at once, since retrying cannot change it. ``RunBusy`` (an
+    ``exchange run`` of the resource is working) is retried with backoff: it will finish."""
     try:
         return fn(*args, **kwargs)
     except ExchangeError as exc:
         if is_terminal(exc):
             raise AirflowFailException(str(exc)) from exc
         raise
+
+
+def _holder(code: str) -> str:
+    """The run lease's holder name for this DAG run: its tasks (the parallel loads among them)
+    share the lease, and an ``exchange run`` of the same resource meanwhile is refused."""
+    context = get_current_context()
+    return f"airflow {orch.dag_id(code)} {context['run_id']}"
 
 
 def _schedule(resource: Resource) -> Any:
@@ -93,8 +104,16 @@ def build_resource_dag(resource: Resource, catalog_path: str) -> Any:
     def resource_dag() -> None:
         @task(task_id="plan", multiple_outputs=True, execution_timeout=orch.STEP_TIMEOUTS["plan"])
         def plan() -> dict[str, Any]:
+            point_engine_at_dag_run()  # the engine's run events: parent = this DAG run
             full = bool(get_current_context()["params"].get("full", False))
-            return _final(orch.plan_step, catalog_path, code, full=full, mask=mask_secret)
+            return _final(
+                orch.plan_step,
+                catalog_path,
+                code,
+                full=full,
+                mask=mask_secret,
+                holder=_holder(code),
+            )
 
         @task(
             task_id="extract",
@@ -103,7 +122,11 @@ def build_resource_dag(resource: Resource, catalog_path: str) -> Any:
             execution_timeout=orch.STEP_TIMEOUTS["extract"],
         )
         def extract(run: str) -> dict[str, Any]:
-            return _final(orch.extract_step, catalog_path, run, mask=mask_secret)
+            point_engine_at_dag_run()
+            with reporting(catalog_path, run):  # read: the provider's dataset
+                return _final(
+                    orch.extract_step, catalog_path, run, mask=mask_secret, holder=_holder(code)
+                )
 
         @task(
             task_id="validate",
@@ -111,10 +134,13 @@ def build_resource_dag(resource: Resource, catalog_path: str) -> Any:
             execution_timeout=orch.STEP_TIMEOUTS["validate"],
         )
         def validate(run: str) -> dict[str, Any]:
-            return _final(orch.validate_step, catalog_path, run)
+            point_engine_at_dag_run()
+            with reporting(catalog_path, run):  # checked: the rows read from the provider
+                return _final(orch.validate_step, catalog_path, run, holder=_holder(code))
 
         @task(task_id="subscribers", execution_timeout=orch.STEP_TIMEOUTS["plan"])
         def subscribers(run: str) -> list[int]:
+            point_engine_at_dag_run()
             # The mapped load expands over this task's return value (a custom XCom key of
             # plan cannot be mapped over): the subscription ids in the run's plan.json.
             return _final(orch.subscribers_step, catalog_path, run)
@@ -127,8 +153,17 @@ def build_resource_dag(resource: Resource, catalog_path: str) -> Any:
         def load(run: str, subscription_id: int) -> dict[str, Any]:
             context = get_current_context()
             context["delivery"] = f"subscription {subscription_id}"  # type: ignore[typeddict-unknown-key]
+            point_engine_at_dag_run()
             # DeliveryFailed propagates: this subscriber alone is retried, with backoff.
-            done = _final(orch.load_step, catalog_path, run, subscription_id, mask=mask_secret)
+            with reporting(catalog_path, run, subscription=subscription_id):
+                done = _final(
+                    orch.load_step,
+                    catalog_path,
+                    run,
+                    subscription_id,
+                    mask=mask_secret,
+                    holder=_holder(code),
+                )
             context["delivery"] = (  # type: ignore[typeddict-unknown-key]
                 f"subscription {subscription_id} -> {done['node']}.{done['table']}"
             )
@@ -141,8 +176,9 @@ def build_resource_dag(resource: Resource, catalog_path: str) -> Any:
             outlets=[Asset(orch.asset_uri(code), group="exchange")],
         )
         def record(run: str) -> dict[str, Any]:
+            point_engine_at_dag_run()
             try:
-                return _final(orch.record_step, catalog_path, run)
+                return _final(orch.record_step, catalog_path, run, holder=_holder(code))
             except DeliveryFailed as exc:  # each subscriber had its retries already
                 raise AirflowFailException(str(exc)) from exc
 

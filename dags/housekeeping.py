@@ -1,4 +1,5 @@
-"""The housekeeping DAG: the workflow clock every 15 minutes and the daily run report.
+"""The housekeeping DAG: the workflow clock every 15 minutes, pruning of finished runs'
+staging directories past ``EXCHANGE_RETENTION`` (``exchange prune``), and the daily run report.
 
 ``tick(now)`` advances every deadline that passed (review timeouts, reminders, automatic
 sign-off and evaluation, expiry, suspension, ticket deadlines); it is idempotent, so a retried
@@ -18,6 +19,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from exchange import orchestration as orch
 from exchange.kernel.clock import TIMEZONE
+from exchange.quality.retention import prune_step
 
 _CATALOG = os.environ.get("EXCHANGE_CATALOG")
 
@@ -29,7 +31,7 @@ def _now() -> Any:
 def build_housekeeping_dag(catalog_path: str) -> Any:
     @dag(
         dag_id=orch.HOUSEKEEPING_DAG_ID,
-        description="workflow deadlines, reminders, sign-off, expiry; daily run report",
+        description="workflow deadlines, reminders, sign-off, expiry; pruning; daily run report",
         schedule=CronTriggerTimetable("*/15 * * * *", timezone=TIMEZONE),
         start_date=pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
         catchup=False,
@@ -56,7 +58,12 @@ def build_housekeeping_dag(catalog_path: str) -> Any:
                 raise AirflowSkipException("yesterday's report is written already")
             return path
 
+        @task(task_id="prune", execution_timeout=pendulum.duration(minutes=30))
+        def prune() -> dict[str, Any]:
+            return prune_step(catalog_path, _now())
+
         tick()
+        prune()
         daily_run_report()
 
     return housekeeping()

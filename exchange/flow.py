@@ -14,24 +14,54 @@ the demo and the benchmarks call the same. Each kind supplies its steps (``KindS
 A run held back by quality ends the same way on every path: every planned subscriber is
 recorded ``held`` (nothing delivered, watermarks stay), the run's status is ``held``; the CLI
 exits 1 and Airflow fails the task without retrying (``RunHeld`` is terminal).
+
+Whoever works on a run holds the resource's lease (``exchange.runs.lease``) meanwhile: a second
+process is refused (``RunBusy``) while the first is alive, and a holder that lost the lease
+stops at the next batch or step (``LeaseLost``). Only plan, extract and validate fail the run:
+one of them that raises leaves the run ``failed`` with the error (``failing``), and the next run
+resumes it; ``--full`` and ``--restart`` abandon it instead, and so does a run whose directory
+is gone. A delivery that raises is that subscriber's failed delivery, never the run's.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+import pyarrow as pa
+
+from exchange import lineage
 from exchange.catalog.model import Resource
 from exchange.files import plan as file_plan
 from exchange.files import pull as file_pull
 from exchange.files import push as file_push
 from exchange.files import tabular
-from exchange.kernel.errors import BadInput
+from exchange.kernel.errors import (
+    BadInput,
+    DeliveryFailed,
+    ExchangeError,
+    LeaseLost,
+    RunDirGone,
+    RunFailed,
+    RunHeld,
+)
 from exchange.quality.record import after_deliveries
-from exchange.runs.handle import RunHandle, unfinished_run
+from exchange.runs import lease as leases
+from exchange.runs import staged
+from exchange.runs.allowed import refused_delivery
+from exchange.runs.handle import (
+    FAILING,
+    RunHandle,
+    abandon_run,
+    fail_run,
+    resume_run,
+    unfinished_run,
+    was_full,
+)
 from exchange.runs.plan import Delivery, FolderDelivery, TableDelivery
 from exchange.runs.record import RunSummary, finish
 from exchange.runs.results import DeliveryResult, record_delivery, recorded
@@ -41,6 +71,7 @@ from exchange.tables import plan as table_plan
 from exchange.tables.validate import ValidationResult
 from exchange.tables.validate import validate as validate_rows
 from exchange.workspace import Workspace
+from quality.mask import mask_text
 
 Progress = Callable[[int], None]
 
@@ -80,6 +111,8 @@ class KindSteps(Protocol):
 
     def plan(self, ws: Workspace, resource: Resource, full: bool) -> RunHandle: ...
 
+    def resume(self, ws: Workspace, run: RunHandle) -> RunHandle: ...
+
     def extract(self, ws: Workspace, run: RunHandle, progress: Progress) -> Extracted: ...
 
     def extract_total(self, run: RunHandle) -> int | None: ...
@@ -94,6 +127,9 @@ class KindSteps(Protocol):
 class TableSteps:
     def plan(self, ws: Workspace, resource: Resource, full: bool) -> RunHandle:
         return table_plan.plan_table(ws, resource, full=full)
+
+    def resume(self, ws: Workspace, run: RunHandle) -> RunHandle:
+        return run  # the extract step starts over from the plan's cursor when not done
 
     def extract(self, ws: Workspace, run: RunHandle, progress: Progress) -> Extracted:
         rows = table_extract.extract(ws, run, progress)
@@ -116,6 +152,9 @@ class FileSteps:
     def plan(self, ws: Workspace, resource: Resource, full: bool) -> RunHandle:
         return file_plan.plan_files(ws, resource, full=full)
 
+    def resume(self, ws: Workspace, run: RunHandle) -> RunHandle:
+        return file_pull.refresh(ws, run)  # a staged file whose source changed is pulled again
+
     def extract(self, ws: Workspace, run: RunHandle, progress: Progress) -> Extracted:
         got = file_pull.pull(ws, run, progress)
         rows = tabular.to_table(ws, run) if self.has_rows(run) else 0
@@ -135,10 +174,23 @@ class FileSteps:
             return file_push.push_subscriber(ws, run, d, progress)
         # A tabular file's rows, merged by the table steps; then each file version is in the
         # ledger for this subscriber as if it had been put (it reaches it once either way).
+        unpulled = file_pull.not_pulled(run.dir, run.plan.files_for(d.subscription_id))
+        if d.delete_missing and unpulled:  # their rows are not staged: not gone at the source
+            d = replace(d, delete_missing=False)
         result = table_load.load_subscriber(ws, run, d, progress)
+        if unpulled and run.plan.full and result.status == "delivered":
+            result = replace(result, notes=(*result.notes, not_reconciled(unpulled)))
         if result.status == "delivered":
             tabular.record_parsed(ws, run, d.subscription_id)
         return result
+
+
+def not_reconciled(unpulled: list[str]) -> str:
+    return (
+        f"deleted nothing: {len(unpulled)} file(s) not pulled this run ("
+        + ", ".join(unpulled)
+        + "), so the rows gone from the source are unknown; the next --full run reconciles"
+    )
 
 
 STEPS: dict[str, KindSteps] = {"table": TableSteps(), "file": FileSteps(), "folder": FileSteps()}
@@ -157,19 +209,93 @@ def steps_for(resource: Resource) -> KindSteps:
 # --- the steps, for every kind ------------------------------------------------------------
 
 
-def plan(ws: Workspace, code: str, *, full: bool = False) -> RunHandle:
-    """Create a run and its plan; an unfinished run of the resource is resumed instead."""
+def plan(ws: Workspace, code: str, *, full: bool = False, restart: bool = False) -> RunHandle:
+    """Create a run and its plan; an unfinished run of the resource is resumed instead, unless
+    ``full`` or ``restart`` asks for a new one (the unfinished run is abandoned first). The
+    caller holds the resource's lease (``working``)."""
     resource = ws.catalog.resource(code)
     steps = steps_for(resource)
     previous = unfinished_run(ws, code)
+    notes: list[str] = []
     if previous is not None:
-        return RunHandle.open(ws, previous)
-    return steps.plan(ws, resource, full)
+        why = "--full asks for a full run" if full else "--restart" if restart else None
+        if why is None:
+            try:
+                run = RunHandle.open(ws, previous)
+            except RunDirGone as exc:
+                why = f"its directory {exc.directory} is gone"
+                full = was_full(ws, previous)  # its replacement keeps the full run's intent
+            else:
+                try:
+                    run = steps.resume(ws, run)
+                    run, _ = staged.repair(ws, run)  # a damaged staged file: its step is redone
+                except Exception as exc:
+                    fail_run(ws, previous, error_text(exc), "plan")
+                    raise
+                resume_run(ws, previous)
+                lineage.run_started(ws, run)  # never raises: lineage never fails a run
+                return run
+        abandon_run(ws, previous, why)
+        kind = "a full one" if full else "a new one"
+        notes.append(f"abandoned the unfinished run {previous} ({why}); started {kind}")
+    run = steps.plan(ws, resource, full).noting(*notes)
+    lineage.run_started(ws, run)
+    return run
 
 
-def extract(ws: Workspace, run: RunHandle, progress: Progress | None = None) -> Extracted:
-    """Stage what the plan asks for, once: the provider's rows, or its new and changed files."""
-    return steps_for(run.resource).extract(ws, run, progress or (lambda n: None))
+@contextmanager
+def working(
+    ws: Workspace, code: str, holder: leases.Holder | None = None, *, join: bool = False
+) -> Iterator[leases.Lease]:
+    """Hold the resource's lease for the block (``join``: a DAG run's later task joins the
+    lease its plan step took, ``LeaseLost`` when it is gone)."""
+    with leases.holding(ws, code, holder, join=join) as lease:
+        yield lease
+
+
+#: The steps whose error is the run's: a held run, a failed subscriber or a failed record is
+#: an outcome or a retry of its own, not a failure of the run's data.
+FAILING_STEPS = FAILING
+
+
+@contextmanager
+def failing(ws: Workspace, lease: leases.Lease, step: str) -> Iterator[None]:
+    """One of ``FAILING_STEPS``: when it raises, the run the lease names is ``failed`` with the
+    error (and resumable); a lost lease leaves the run to its new holder untouched."""
+    assert step in FAILING_STEPS, step
+    lease.check()
+    try:
+        yield
+    except (RunHeld, DeliveryFailed, LeaseLost):
+        raise
+    except Exception as exc:
+        if lease.run_id is not None and not lease.lost.is_set():
+            fail_run(ws, lease.run_id, error_text(exc), step)
+            lineage.run_failed(ws, lease.run_id)  # FAIL now; a resumed run STARTs again
+        raise
+    lease.check()
+    lease.finished(step)
+
+
+def error_text(exc: Exception) -> str:
+    """A failed step's error as the run keeps it: the engine's own message, or the exception's
+    type and message for anything else (``RunFailed``: its error, without how to go on)."""
+    if isinstance(exc, RunFailed):
+        return exc.error
+    text = str(exc) if isinstance(exc, ExchangeError) else f"{type(exc).__name__}: {exc}"
+    return mask_text(text)  # a driver's message may quote a row's ID or mobile number
+
+
+def extract(
+    ws: Workspace,
+    run: RunHandle,
+    progress: Progress | None = None,
+    lease: leases.Lease | None = None,
+) -> Extracted:
+    """Stage what the plan asks for, once: the provider's rows, or its new and changed files
+    (stopping between batches when the ``lease`` is lost)."""
+    report = progress or (lambda n: None)
+    return steps_for(run.resource).extract(ws, run, lease.guard(report) if lease else report)
 
 
 def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
@@ -177,7 +303,13 @@ def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
     planned subscriber is recorded ``held`` (nothing goes out, watermarks stay)."""
     if not steps_for(run.resource).has_rows(run) or not run.plan.deliveries:
         return ValidationResult()  # plain files, or nobody to deliver to: nothing to check
-    result = validate_rows(ws, run)
+    try:
+        result = validate_rows(ws, run)
+    except (pa.ArrowException, OSError):  # a staged file damaged after its step?
+        damaged = staged.unreadable(ws, run)
+        if damaged is None:
+            raise
+        raise damaged from None
     if result.held:
         for d in run.plan.deliveries:
             hold(ws, run, d, result.held)
@@ -201,9 +333,14 @@ def hold(ws: Workspace, run: RunHandle, d: Delivery, why: str) -> DeliveryResult
 
 
 def deliver(
-    ws: Workspace, run: RunHandle, subscription_id: int, progress: Progress | None = None
+    ws: Workspace,
+    run: RunHandle,
+    subscription_id: int,
+    progress: Progress | None = None,
+    lease: leases.Lease | None = None,
 ) -> DeliveryResult:
-    """Deliver the run to one subscriber, exactly once; a failure is recorded and returned."""
+    """Deliver the run to one subscriber, exactly once; a failure is recorded and returned
+    (stopping between batches when the ``lease`` is lost)."""
     d = run.plan.delivery(subscription_id)
     steps = steps_for(run.resource)
     held = None
@@ -215,7 +352,37 @@ def deliver(
         )
     if held:  # quality held the whole run back: this subscriber gets nothing either
         return hold(ws, run, d, held)
-    return steps.deliver(ws, run, d, progress)
+    # Asked again now, not only at the plan: a resumed run may be days old (skipped: why).
+    refused = refused_delivery(ws, run.id, d)
+    return refused if refused is not None else _deliver_one(ws, run, d, progress, lease)
+
+
+def _deliver_one(
+    ws: Workspace,
+    run: RunHandle,
+    d: Delivery,
+    progress: Progress | None,
+    lease: leases.Lease | None,
+) -> DeliveryResult:
+    """The kind's delivery; whatever it raises is this subscriber's failed delivery (recorded,
+    the others go on), never the run's: only a lost lease stops the process."""
+    if lease is not None:
+        lease.check()
+        progress = lease.guard(progress or (lambda n: None))
+    try:
+        result = steps_for(run.resource).deliver(ws, run, d, progress)
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        since = d.since if isinstance(d, TableDelivery) else None
+        result = DeliveryResult(
+            d.subscription_id, d.node, d.table, "failed", 0, 0.0, since, error_text(exc)
+        )
+        record_delivery(ws, result, run.id)
+    if lease is not None:
+        lease.check()
+        lease.finished(f"the delivery to subscription {d.subscription_id}")
+    return result
 
 
 def deliver_total(run: RunHandle, d: Delivery, validated: ValidationResult) -> int:
@@ -228,32 +395,51 @@ def deliver_total(run: RunHandle, d: Delivery, validated: ValidationResult) -> i
 def record(ws: Workspace, run: RunHandle) -> RunSummary:
     """Close the run: quality learns what was delivered, then the run's outcome is recorded."""
     after_deliveries(ws, run)
-    return finish(ws, run)
+    summary = finish(ws, run)
+    lineage.run_ended(ws, run.id)  # COMPLETE or FAIL, once the outcome is in the store
+    return summary
 
 
 # --- all of them, in this process ---------------------------------------------------------
 
 
 def run_resource(
-    ws: Workspace, code: str, *, full: bool = False, reporter: Reporter | None = None
+    ws: Workspace,
+    code: str,
+    *,
+    full: bool = False,
+    restart: bool = False,
+    reporter: Reporter | None = None,
 ) -> RunSummary:
-    """Plan (or resume), extract, validate, deliver to every subscriber, record."""
+    """Plan (or resume), extract, validate, deliver to every subscriber, record, holding the
+    resource's lease throughout (``RunBusy`` when a live process holds it)."""
     rep = reporter or QuietReporter()
-    run = plan(ws, code, full=full)
-    steps = steps_for(run.resource)
-    label = "pull" if isinstance(steps, FileSteps) else "extract"
-    extract(ws, run, rep.task(f"{label} {code}", steps.extract_total(run)))
-    validated = validate(ws, run)
-    if validated.held:
-        for d in run.plan.deliveries:
-            rep.delivered(held_result(d, validated.held))
-    else:
-        deliver_all(ws, run, validated, rep)
-    return record(ws, run)
+    steps_for(ws.catalog.resource(code))  # an api resource is refused before any lease
+    with working(ws, code) as lease:
+        with failing(ws, lease, "plan"):
+            run = plan(ws, code, full=full, restart=restart)
+            lease.attach(run.id)
+        steps = steps_for(run.resource)
+        label = "pull" if isinstance(steps, FileSteps) else "extract"
+        with failing(ws, lease, "extract"):
+            extract(ws, run, rep.task(f"{label} {code}", steps.extract_total(run)), lease)
+        with failing(ws, lease, "validate"):
+            validated = validate(ws, run)
+        if validated.held:
+            for d in run.plan.deliveries:
+                rep.delivered(held_result(d, validated.held))
+        else:
+            deliver_all(ws, run, validated, rep, lease)
+        lease.check()
+        return record(ws, run)
 
 
 def deliver_all(
-    ws: Workspace, run: RunHandle, validated: ValidationResult, rep: Reporter
+    ws: Workspace,
+    run: RunHandle,
+    validated: ValidationResult,
+    rep: Reporter,
+    lease: leases.Lease | None = None,
 ) -> list[DeliveryResult]:
     """Every planned delivery, reported in plan order.
 
@@ -270,7 +456,7 @@ def deliver_all(
             verb = "push" if isinstance(d, FolderDelivery) else "load"
             unit = " (bytes)" if isinstance(d, FolderDelivery) else ""
             task = rep.task(f"{verb} {d.target}{unit}", total)
-            out.append(deliver(ws, run, d.subscription_id, task))
+            out.append(deliver(ws, run, d.subscription_id, task, lease))
         return out
 
     by_node: dict[str, list[Delivery]] = {}

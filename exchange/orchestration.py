@@ -4,6 +4,13 @@
 a resource code, a run id, a subscription id) and passes on what it returns (ids, paths and
 counts, never data). Schedules, pools, time limits and retry policy are derived from the
 catalog here too, so they are tested without a scheduler.
+
+A DAG run holds the resource's run lease (``exchange.runs.lease``) under the holder name the
+DAG passes, from its plan step to the end of its record step: each later task joins it (its
+parallel load tasks side by side) and gives back only its own part, so an ``exchange run`` of
+the resource between two tasks is refused too. A plan step meets a live ``exchange run`` with
+``RunBusy``, which is not terminal (the scheduler retries later, when the other holder has
+finished); a later task whose DAG run lost the lease stops with ``LeaseLost`` (terminal).
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import datetime as dt
 import logging
 import re
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +33,9 @@ from exchange import flow
 from exchange.catalog.model import Catalog, Resource
 from exchange.kernel import clock
 from exchange.kernel.clock import today
-from exchange.kernel.errors import BadInput, DeliveryFailed, RunHeld
-from exchange.runs.handle import RunHandle
+from exchange.kernel.errors import BadInput, DeliveryFailed, RunFailed, RunHeld, is_terminal
+from exchange.runs import lease as leases
+from exchange.runs.handle import RunHandle, failed_step, resource_of, resume_run
 from exchange.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -235,13 +244,54 @@ def _mask_nodes(ws: Workspace, nodes: Iterable[str], mask: Mask | None) -> None:
             mask(secret)
 
 
+def _holder(name: str | None) -> leases.Holder:
+    return leases.this_process(name)
+
+
+@contextmanager
+def _working(
+    ws: Workspace, run_id: str, holder: str | None, step: str | None = None
+) -> Iterator[tuple[RunHandle, leases.Lease]]:
+    """The run's handle while this task holds its resource's lease: a DAG run's task joins
+    the lease its plan step took (``LeaseLost`` when another holder has it now). ``step``: one
+    that fails the run when it raises (extract, validate); a retry of it shows the run
+    ``running`` again. A load or a record never touches the run's status."""
+    run = RunHandle.open(ws, run_id)
+    who = _holder(holder)
+    with flow.working(ws, run.code, who, join=who.shared) as lease:
+        lease.attach(run_id)
+        if step is None:
+            yield run, lease
+            return
+        with flow.failing(ws, lease, step):
+            resume_run(ws, run_id)
+            yield run, lease
+
+
 def plan_step(
-    catalog_path: str | Path, code: str, *, full: bool = False, mask: Mask | None = None
+    catalog_path: str | Path,
+    code: str,
+    *,
+    full: bool = False,
+    mask: Mask | None = None,
+    holder: str | None = None,
 ) -> dict[str, Any]:
-    """Plan (or resume) a run: its id, its directory and the subscriptions to serve."""
+    """Plan (or resume) a run: its id, its directory and the subscriptions to serve. ``full``
+    abandons an unfinished run and plans a full one."""
     with open_workspace(catalog_path) as ws:
         _mask_nodes(ws, [ws.catalog.resource(code).provider], mask)
-        return flow.describe(flow.plan(ws, code, full=full))
+        flow.steps_for(ws.catalog.resource(code))
+        who = _holder(holder)
+        try:
+            with flow.working(ws, code, who) as lease, flow.failing(ws, lease, "plan"):
+                run = flow.plan(ws, code, full=full)
+                lease.attach(run.id)
+        except Exception:
+            leases.release_all(ws, code, who.name)  # no run for the DAG run's other tasks
+            raise
+        for note in run.notes:
+            log.warning("resource %s: %s", code, note)
+        return flow.describe(run)
 
 
 def subscribers_step(catalog_path: str | Path, run_id: str) -> list[int]:
@@ -250,12 +300,16 @@ def subscribers_step(catalog_path: str | Path, run_id: str) -> list[int]:
         return RunHandle.open(ws, run_id).plan.subscription_ids
 
 
-def extract_step(catalog_path: str | Path, run_id: str, mask: Mask | None = None) -> dict[str, Any]:
+def extract_step(
+    catalog_path: str | Path, run_id: str, mask: Mask | None = None, holder: str | None = None
+) -> dict[str, Any]:
     """Extract once from the provider (rows, or new and changed files); what was staged."""
-    with open_workspace(catalog_path) as ws:
-        run = RunHandle.open(ws, run_id)
+    with (
+        open_workspace(catalog_path) as ws,
+        _working(ws, run_id, holder, "extract") as (run, lease),
+    ):
         _mask_nodes(ws, [run.resource.provider], mask)
-        got = flow.extract(ws, run)
+        got = flow.extract(ws, run, lease=lease)
     return {
         "run_id": run_id,
         "rows": got.rows,
@@ -266,11 +320,12 @@ def extract_step(catalog_path: str | Path, run_id: str, mask: Mask | None = None
     }
 
 
-def validate_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
+def validate_step(
+    catalog_path: str | Path, run_id: str, holder: str | None = None
+) -> dict[str, Any]:
     """Validate the staged rows; the valid file's path and the counts. A run that quality
     holds back raises ``RunHeld`` (terminal: the task fails without retries)."""
-    with open_workspace(catalog_path) as ws:
-        run = RunHandle.open(ws, run_id)
+    with open_workspace(catalog_path) as ws, _working(ws, run_id, holder, "validate") as (run, _):
         result = flow.validate(ws, run)
         checked = flow.steps_for(run.resource).has_rows(run)
     if result.held:
@@ -284,17 +339,20 @@ def validate_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
 
 
 def load_step(
-    catalog_path: str | Path, run_id: str, subscription_id: int, mask: Mask | None = None
+    catalog_path: str | Path,
+    run_id: str,
+    subscription_id: int,
+    mask: Mask | None = None,
+    holder: str | None = None,
 ) -> dict[str, Any]:
     """Deliver the run to one subscriber. A failed delivery raises ``DeliveryFailed``, so the
     scheduler retries this subscriber alone (the delivery marker keeps it exactly once)."""
-    with open_workspace(catalog_path) as ws:
-        run = RunHandle.open(ws, run_id)
+    with open_workspace(catalog_path) as ws, _working(ws, run_id, holder) as (run, lease):
         _mask_nodes(ws, [run.plan.delivery(subscription_id).node], mask)
-        result = flow.deliver(ws, run, subscription_id)
+        result = flow.deliver(ws, run, subscription_id, lease=lease)
     if result.status == "held":
         raise RunHeld(run_id, run.code, result.error or "held back")
-    if result.status != "delivered":
+    if result.status not in ("delivered", "skipped"):  # skipped: no longer allowed, not retried
         raise DeliveryFailed({subscription_id: result.error or "failed"})
     return {
         "run_id": run_id,
@@ -306,12 +364,27 @@ def load_step(
     }
 
 
-def record_step(catalog_path: str | Path, run_id: str) -> dict[str, Any]:
+def record_step(catalog_path: str | Path, run_id: str, holder: str | None = None) -> dict[str, Any]:
     """Close the run. Raises ``RunHeld`` when quality held it back, else ``DeliveryFailed``
     naming every subscriber that was not served (after its own retries), so the DAG run ends
-    failed as the ledger says."""
+    failed as the ledger says. A run whose extract or validate step failed is not closed
+    (``RunFailed``): it stays ``failed`` with that step's error, and the next run resumes it.
+    The DAG run's lease is given back here, whatever the outcome but a retriable error (the
+    scheduler retries this step while the DAG run holds the resource)."""
     with open_workspace(catalog_path) as ws:
-        summary = flow.record(ws, RunHandle.open(ws, run_id))
+        code, who = resource_of(ws, run_id), _holder(holder)
+        try:
+            error = failed_step(ws, run_id)
+            if error is not None:
+                raise RunFailed(code, run_id, error)
+            with _working(ws, run_id, holder) as (run, lease):
+                lease.check()
+                summary = flow.record(ws, run)
+        except Exception as exc:
+            if is_terminal(exc):
+                leases.release_all(ws, code, who.name)
+            raise
+        leases.release_all(ws, code, who.name)
     if summary.held:
         raise RunHeld(run_id, summary.resource, summary.held)
     if summary.failures:
@@ -390,14 +463,19 @@ def housekeeping_step(catalog_path: str | Path, now: dt.datetime) -> dict[str, A
 
 
 def daily_report_step(catalog_path: str | Path, now: dt.datetime) -> str | None:
-    """Write yesterday's (Asia/Shanghai) run report unless it exists; its path, or None."""
+    """Write yesterday's (Asia/Shanghai) run report unless it exists; its path, or None.
+    The api resources called that day get their section from the gateway's usage rows."""
+    from exchange.gateway.usage import api_quality
+    from exchange.quality.scores import api_resources
     from exchange.run_report import write_daily_run_report
 
     day = today(now) - dt.timedelta(days=1)
     with open_workspace(catalog_path) as ws:
         if (ws.settings.home / "reports" / f"runs-{day.isoformat()}.json").exists():
             return None
-        return str(write_daily_run_report(ws, day))
+        apis = api_quality(ws.store, api_resources(ws), day, day)
+        called = {q.resource: q.figures() for q in apis if q.calls}
+        return str(write_daily_run_report(ws, day, called))
 
 
 def parse_now(value: str | None) -> dt.datetime:

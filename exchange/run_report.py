@@ -1,12 +1,15 @@
 """The daily run report: per resource, how its runs and deliveries of one local day went.
 
 The housekeeping DAG writes it once a day (``$EXCHANGE_HOME/reports/runs-YYYY-MM-DD.json``);
-platform engineers read it next to the workflow's SLA breaches.
+platform engineers read it next to the workflow's SLA breaches. Api resources have no runs:
+their day (calls, 429s, refusals, availability, timeliness) is a section of its own,
+``api_resources``, read from the gateway's usage rows by the caller (exchange.orchestration).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,7 @@ def daily_run_report(ws: Workspace, day: dt.date) -> dict[str, ResourceDay]:
             if status == "delivered":
                 r.deliveries_ok += 1
                 r.rows_delivered += n or 0
-            else:
+            elif status != "skipped":  # no longer allowed to receive it: not a failure
                 r.deliveries_failed += 1
         for subject in s.execute(
             sa.select(AuditEvent.subject).where(
@@ -69,14 +72,22 @@ def daily_run_report(ws: Workspace, day: dt.date) -> dict[str, ResourceDay]:
     return dict(sorted(report.items()))
 
 
-def write_daily_run_report(ws: Workspace, day: dt.date) -> Path:
-    """Write the day's report as JSON under ``$EXCHANGE_HOME/reports`` and return its path."""
+def write_daily_run_report(
+    ws: Workspace, day: dt.date, api_resources: Mapping[str, Mapping[str, Any]] | None = None
+) -> Path:
+    """Write the day's report as JSON under ``$EXCHANGE_HOME/reports`` and return its path.
+
+    ``api_resources``: the day's figures of each api resource called through the gateway
+    (``exchange.gateway.usage.api_quality``), written as the section ``api_resources``. They
+    are passed in, not read here: this layer may not import the gateway (.importlinter)."""
     report = daily_run_report(ws, day)
     doc: dict[str, Any] = {
         "day": day.isoformat(),
         "timezone": TIMEZONE,
         "resources": {code: asdict(r) for code, r in report.items()},
     }
+    if api_resources is not None:
+        doc["api_resources"] = {code: dict(api_resources[code]) for code in sorted(api_resources)}
     path = ws.settings.home / "reports" / f"runs-{day.isoformat()}.json"
     RunDir(path.parent).write_json(path, doc)
     return path

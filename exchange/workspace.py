@@ -33,7 +33,15 @@ class Workspace:
         """A connector for a database node, its URL resolved from the node's reference now."""
         node = self.catalog.node(node_name)
         base = Path(self.catalog.path).parent if self.catalog.path else Path(".")
-        return open_database(node.name, node.kind, resolve_url(node, base))
+        connector = open_database(node.name, node.kind, resolve_url(node, base))
+        # Its delivery markers are this installation's own (two stores may share a target).
+        connector.installation = self.installation_id
+        return connector
+
+    @property
+    def installation_id(self) -> str:
+        """The metadata store's installation id (``Store.installation_id``)."""
+        return self.store.installation_id
 
     def close(self) -> None:
         self.store.close()
@@ -50,7 +58,8 @@ def use_returning_allocator() -> None:
 
     Arrow's default allocator here (mimalloc) keeps what a batch freed, so a long run's RSS
     crept towards twice the working set; with jemalloc and no decay it stays near the batch
-    size (bench/README). Process-wide, so it is set where every step starts: opening a workspace.
+    size (docs/performance.md). Process-wide, so it is set where every step starts: opening a
+    workspace.
     """
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())

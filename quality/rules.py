@@ -2,7 +2,7 @@
 
 A rule returns a boolean mask, True where a row breaks it (null counts as not broken unless
 the rule is about nulls). Adding a rule is adding a class here and a line in the compiler
-(``quality.compile``). Each rule also says which of the six assessment dimensions (seed 004
+(``quality.compile``). Each rule also says which of the six assessment dimensions (document 004
 §10) it measures, and which Great Expectations expectation, if any, checks the same thing.
 """
 
@@ -23,10 +23,10 @@ from exchange.catalog.model import Field
 from exchange.kernel.clock import SHANGHAI, TIMEZONE
 from exchange.kernel.text import INVALID_UTF8_MARK, LONE_SURROGATE_MARK
 from quality.key_hash import key_hashes
-from quality.mask import excerpt
+from quality.mask import MASK_OF_VALIDATOR, excerpt
 from quality.validators import VALIDATORS
 
-# The six dimensions of seed 004 §10; rules feed four of them, runs the other two.
+# The six dimensions of document 004 §10; rules feed four of them, runs the other two.
 COMPLETENESS = "completeness"
 NORMATIVITY = "normativity"
 AUTHENTICITY = "authenticity"
@@ -230,7 +230,7 @@ class Validator(Rule):
 
     @property
     def mask(self) -> str | None:  # type: ignore[override]
-        return {"resident_id": "id", "mobile": "phone", "phone": "phone"}.get(self.kind)
+        return MASK_OF_VALIDATOR.get(self.kind)
 
     def violations(self, batch: pa.RecordBatch) -> pa.BooleanArray:
         col = batch.column(self.field)

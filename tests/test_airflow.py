@@ -1,4 +1,4 @@
-"""The DAGs under real Airflow 3: integrity, one DAG per resource, parse time, an end-to-end
+"""The DAGs under real Airflow 3: integrity, one DAG per resource, a large catalog, an end-to-end
 ``dag.test()`` against PostgreSQL and MariaDB, pools from the catalog, the housekeeping DAG.
 
 Airflow runs in child processes (``tests/airflow_harness.py``) against one metadata DB that is
@@ -12,13 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.dag_parse import catalog_text
 from exchange.kernel.settings import Settings
 from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
@@ -67,6 +67,7 @@ nodes:
      max_concurrent_extracts: 3}
   - {name: tax_fe, kind: mysql, connection: {env: TAX_URL}}
   - {name: files_fe, kind: sftp, connection: {airflow_conn_id: files_fe}}
+  - {name: prov_gw, kind: http, base_url: https://prov.example/api, auth: {scheme: none}}
 resources:
   - code: "410400-SCJG-0001"
     name: 企业登记信息
@@ -96,8 +97,10 @@ resources:
   - code: "410400-SCJG-0003"
     name: 接口
     kind: api
-    provider: market_fe
+    provider: prov_gw
     share: unconditional
+    operations: [{name: q, method: GET, path: /q}]
+    fields: [{name: id, type: bigint, path: id}]
 """
 
 
@@ -142,38 +145,18 @@ def test_a_broken_catalog_is_an_import_error_not_a_silent_empty_dag_list(
     assert "tabel" in next(iter(got["import_errors"].values()))
 
 
-def test_a_200_resource_catalog_parses_in_under_5_seconds(
+def test_a_200_resource_catalog_parses_into_200_dags(
     airflow_env: AirflowEnv, tmp_path: Path
 ) -> None:
-    nodes = "\n".join(
-        f"  - {{name: fe_{i}, kind: postgresql, connection: {{env: FE_{i}}}}}" for i in range(20)
-    )
-    resources = "\n".join(
-        textwrap.dedent(f"""\
-          - code: "R{i:04d}"
-            name: resource {i}
-            kind: table
-            provider: fe_{i % 20}
-            share: unconditional
-            update_cycle: {["hourly", "daily", "weekly", "every_30_minutes"][i % 4]}
-            source: {{table: t{i}}}
-            primary_key: [id]
-            fields:
-              - {{name: id, type: bigint, nullable: false}}
-              - {{name: name, type: varchar, length: 100}}
-              - {{name: updated_at, type: timestamp}}
-        """)
-        for i in range(200)
-    )
-    text = f"version: 1\nnodes:\n{nodes}\nresources:\n{textwrap.indent(resources, '  ')}"
-    catalog = _catalog_file(tmp_path, text)
+    # What the parse costs is measured by bench/dag_parse.py (the same catalog, against a
+    # 1-resource one): a time bound here would fail on a loaded machine, not on slow code.
+    catalog = _catalog_file(tmp_path, catalog_text(200))
 
     got = airflow_env.harness("integrity", env=airflow_env.with_(EXCHANGE_CATALOG=str(catalog)))
 
     assert got["import_errors"] == {}
     assert len(got["dags"]) == 201  # 200 resources and the housekeeping DAG
-    print(f"parsed 200 resource DAGs in {got['seconds']:.2f} s")
-    assert got["seconds"] < 5.0
+    assert {f"exchange_R{i:04d}" for i in range(200)} < set(got["dags"])
 
 
 @pytest.mark.postgres
@@ -309,7 +292,7 @@ def test_housekeeping_dag_times_out_a_pending_review_and_writes_the_daily_report
     got = airflow_env.harness("test", "exchange_housekeeping", json.dumps(now), env=env)
 
     assert got["state"] == "success", got
-    assert got["tasks"] == {"tick": "success", "daily_run_report": "success"}
+    assert got["tasks"] == {"tick": "success", "prune": "success", "daily_run_report": "success"}
     ws = open_city(tmp_path / "city")
     try:
         shown = svc.show(ws, people["tax"], view.id, now=sh("2026-10-14T00:00:01"))

@@ -53,14 +53,14 @@ def test_subscribe_run_and_status_from_the_command_line(tmp_path: Path) -> None:
     assert exchange(tmp_path, "db", "upgrade").returncode == 0
     added = exchange(
         tmp_path, "subscription", "add", "410400-SCJG-0001", "--node", "tax_fe",
-        "--fields", "id,uscc,name", "--until", "2027-01-31",
+        "--department", "SWJ", "--fields", "id,uscc,name", "--until", "2027-01-31",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert "subscription 1" in added.stdout
 
     refused = exchange(
         tmp_path, "subscription", "add", "410400-SCJG-0001", "--node", "hrss_fe",
-        "--fields", "name,phone", "--until", "2027-01-31",
+        "--department", "RSJ", "--fields", "name,phone", "--until", "2027-01-31",
     )  # fmt: skip
     assert refused.returncode == 2
     assert "primary key id" in refused.stderr
@@ -95,14 +95,14 @@ def test_a_folder_subscription_from_the_command_line(tmp_path: Path) -> None:
 
     added = exchange(
         tmp_path, "subscription", "add", "410400-SCJG-0002", "--node", "tax_files",
-        "--dir", "in/reports", "--until", "2027-01-31",
+        "--department", "SWJ", "--dir", "in/reports", "--until", "2027-01-31",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
     assert "tax_files:/in/reports" in added.stdout
 
     wrong = exchange(
         tmp_path, "subscription", "add", "410400-SCJG-0002", "--node", "tax_fe",
-        "--until", "2027-01-31",
+        "--department", "SWJ", "--until", "2027-01-31",
     )  # fmt: skip
     assert wrong.returncode == 2 and "a database node receives tables" in wrong.stderr
 

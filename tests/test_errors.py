@@ -181,6 +181,95 @@ def test_an_arrow_native_source_names_the_row_whose_value_does_not_fit(
     assert "field 'status'" in str(err.value) and "row key id=77" in str(err.value)
 
 
+PEOPLE = """\
+- code: R2
+  name: 人员
+  kind: table
+  provider: src
+  share: unconditional
+  source: {table: person}
+  primary_key: [sfzh]
+  fields:
+    - {name: sfzh, type: varchar, length: 18, nullable: false}
+    - {name: mobile, type: varchar, length: 11}
+    - {name: age, type: smallint}
+"""
+ID_NUMBER, MOBILE = "41010219900101123X", "13812345678"
+
+
+def test_a_value_that_does_not_fit_is_named_by_a_masked_key_in_the_message_and_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row key and the value an error quotes may be an ID or mobile number: the CLI's
+    message, the run's error and the audit keep them masked (410****3X), as quarantine does."""
+    with sqlite3.connect(tmp_path / "src.db") as db:
+        db.execute("CREATE TABLE person (sfzh TEXT PRIMARY KEY, mobile TEXT, age)")
+        db.execute("INSERT INTO person VALUES (?, ?, ?)", (ID_NUMBER, MOBILE, 10**6))
+    nodes = {"src": ("sqlite", "{path: src.db}"), "a": ("sqlite", "{path: a.db}")}
+    (tmp_path / "catalog.yaml").write_text(catalog_yaml(nodes, PEOPLE), encoding="utf-8")
+    add = ("subscription", "add", "R2", "--node", "a", "--fields", "sfzh,mobile,age")
+    assert exchange_cli(tmp_path, *add, "--until", FAR.isoformat()).returncode == 0
+
+    cli = exchange_cli(tmp_path, "run", "R2")
+
+    assert cli.returncode == 2, cli.stderr
+    assert "field 'age'" in cli.stderr and "410****3X" in cli.stderr, cli.stderr
+    monkeypatch.setenv("EXCHANGE_HOME", str(tmp_path))
+    with Workspace.open(tmp_path / "catalog.yaml") as ws:
+        kept = everything_stored(ws)
+    assert "410****3X" in kept
+    assert ID_NUMBER not in cli.stdout + cli.stderr + kept
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_subscriber_refusing_a_row_is_told_by_a_masked_key(
+    tmp_path: Path, dialect: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscriber's own constraint refuses a row: the failed delivery names the row by its
+    key where the dialect can tell it, masked, in the CLI's output and in the store."""
+    url = request.getfixturevalue("pg_database" if dialect == "postgresql" else "mariadb_database")
+    with sqlite3.connect(tmp_path / "src.db") as db:
+        db.execute("CREATE TABLE person (sfzh TEXT PRIMARY KEY, mobile TEXT, age)")
+        db.execute("INSERT INTO person VALUES (?, ?, ?)", (ID_NUMBER, MOBILE, 120))
+    ddl = (
+        "CREATE TABLE person (sfzh varchar(18) PRIMARY KEY, mobile varchar(11),"
+        " age smallint CHECK (age < 100))"
+    )
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text(ddl))
+    env = {"DST_URL": url}
+    nodes = {"src": ("sqlite", "{path: src.db}"), "a": (dialect, "{env: DST_URL}")}
+    (tmp_path / "catalog.yaml").write_text(catalog_yaml(nodes, PEOPLE), encoding="utf-8")
+    add = ("subscription", "add", "R2", "--node", "a", "--fields", "sfzh,mobile,age")
+    add += ("--table", "person")
+    assert exchange_cli(tmp_path, *add, "--until", FAR.isoformat(), env=env).returncode == 0
+
+    cli = exchange_cli(tmp_path, "run", "R2", env=env)
+
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert "person_age_check" in cli.stdout or "CONSTRAINT" in cli.stdout, cli.stdout
+    monkeypatch.setenv("EXCHANGE_HOME", str(tmp_path))
+    monkeypatch.setenv("DST_URL", url)
+    with Workspace.open(tmp_path / "catalog.yaml") as ws:
+        kept = everything_stored(ws)
+    assert ID_NUMBER not in cli.stdout + cli.stderr + kept
+    assert MOBILE not in cli.stdout + cli.stderr + kept
+
+
+def test_an_error_text_masks_every_id_and_mobile_number_but_not_longer_numbers() -> None:
+    from quality.mask import mask_text
+
+    assert mask_text(f"row key sfzh='{ID_NUMBER}': value '{MOBILE}'") == (
+        "row key sfzh='410****3X': value '138****5678'"
+    )
+    assert mask_text("rows 123456789012345678901 and 913701001234567890") == (
+        "rows 123456789012345678901 and 913****90"
+    )
+    assert mask_text("uscc 91410100MA4F000001, 12 rows, tel 0371-12345678") == (
+        "uscc 91410100MA4F000001, 12 rows, tel 0371-12345678"
+    )
+
+
 def test_status_of_an_unknown_resource_is_bad_input_and_a_refused_subscriber_shows_no_delivery(
     tmp_path: Path, make_workspace: Callable[[str], Workspace]
 ) -> None:

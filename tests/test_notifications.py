@@ -87,7 +87,7 @@ def test_pending_notifications_are_posted_once_and_audited(
     assert (sent.sent, sent.failed, sent.pending) == (2, 0, 0)
     assert [b["kind"] for b in receiver.bodies] == ["review.requested", "review.reminder"]
     first = receiver.bodies[0]
-    assert first["recipient"] == "provider:市场监督管理局"
+    assert first["recipient"] == "provider:SCJG"
     assert first["payload"]["due"] == "2026-10-14T23:59:59+08:00"  # Oct 9, 10 (make-up), 12-14
     assert first["payload"]["urgency"] == "critical"
     assert receiver.bodies[1]["payload"]["reminder"] == 2

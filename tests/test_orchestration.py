@@ -86,6 +86,7 @@ nodes:
      max_concurrent_extracts: 3}
   - {name: tax_fe, kind: mysql, connection: {env: T}}
   - {name: idle_fe, kind: postgresql, connection: {env: I}}
+  - {name: prov_gw, kind: http, base_url: https://prov.example/api, auth: {scheme: none}}
 resources:
   - {code: A, name: a, kind: table, provider: market_fe, share: unconditional,
      source: {table: a}, primary_key: [id], fields: [{name: id, type: bigint}]}
@@ -93,7 +94,8 @@ resources:
      source: {table: b}, primary_key: [id], fields: [{name: id, type: bigint}]}
   - {code: C, name: c, kind: table, provider: tax_fe, share: unconditional,
      source: {table: c}, primary_key: [id], fields: [{name: id, type: bigint}]}
-  - {code: D, name: d, kind: api, provider: idle_fe, share: unconditional}
+  - {code: D, name: d, kind: api, provider: prov_gw, share: unconditional,
+     operations: [{name: q, method: GET, path: /d}], fields: [{name: id, type: bigint, path: id}]}
 """
 
 
@@ -288,7 +290,10 @@ def test_a_folder_resource_runs_through_the_same_steps_pull_once_push_to_each(
     try:
         for node, root in TARGETS.items():
             (tmp_path / root).mkdir(parents=True)
-            add_subscription(ws, FOLDER_RESOURCE, node, [], FAR, target_dir=TARGET_DIR)
+            add_subscription(
+                ws, FOLDER_RESOURCE, node, [], FAR, target_dir=TARGET_DIR,
+                department=ws.catalog.node(node).department,
+            )  # fmt: skip
     finally:
         ws.close()
 

@@ -35,7 +35,7 @@ def test_quarantine_tickets_error_reports_scores_and_a_held_run(tmp_path: Path) 
     create_provider(tmp_path / "provider.db", 800)
     assert damage_provider(tmp_path / "provider.db", 800) == 3  # ids 321, 500, 777
     added = exchange(
-        tmp_path, "subscription", "add", RESOURCE, "--node", "hrss_fe",
+        tmp_path, "subscription", "add", RESOURCE, "--node", "hrss_fe", "--department", "RSJ",
         "--fields", "id,uscc,name,phone", "--until", "2027-01-31",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
@@ -105,7 +105,7 @@ def test_gx_report_of_the_last_run(tmp_path: Path) -> None:
     create_provider(tmp_path / "provider.db", 400)
     damage_provider(tmp_path / "provider.db", 400)  # id 321: a phone number too short
     added = exchange(
-        tmp_path, "subscription", "add", RESOURCE, "--node", "hrss_fe",
+        tmp_path, "subscription", "add", RESOURCE, "--node", "hrss_fe", "--department", "RSJ",
         "--fields", "id,uscc,name,phone", "--until", "2027-01-31",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr  # (a run nobody receives reads nothing)

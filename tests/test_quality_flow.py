@@ -318,3 +318,26 @@ def test_valid_rows_are_all_there_whether_the_first_bad_row_comes_late_or_never(
     assert rd.part("valid").samefile(rd.part("extract"))  # the same file, not a copy
     # 400 is fixed; 500 ties on the old watermark and is extracted again (>=, never lost).
     assert sorted(pq.read_table(rd.part("valid")).column("id").to_pylist()) == [400, 500]
+
+
+def test_an_on_demand_resource_counts_only_closed_runs_a_failed_step_is_not_yet_a_miss(
+    make_workspace: Callable[[str], Workspace],
+) -> None:
+    yaml = resource_yaml().replace(
+        "  mode: incremental", "  mode: incremental\n  update_cycle: on_demand"
+    )
+    ws = make_workspace(catalog_yaml(SQLITE_NODES, yaml))
+    closed = dt.datetime(2026, 11, 17, 2, 0)
+    with ws.store.session() as s:
+        for run_id, status, finished in [
+            ("r1", "succeeded", closed),
+            ("r2", "abandoned", closed),  # closed without delivering: a miss
+            ("r3", "failed", None),  # a step raised; the next run resumes it
+        ]:
+            s.add(Run(id=run_id, resource_code="ENT", status=status, step="extract",
+                      staging_dir="-", started_at=dt.datetime(2026, 11, 17, 1, 0),
+                      finished_at=finished))  # fmt: skip
+
+    (score,) = resource_scores(ws, dt.date(2026, 11, 16), dt.date(2026, 11, 22))
+
+    assert score.continuity == 50.0  # 1 of the 2 closed runs succeeded

@@ -14,9 +14,11 @@ import pytest
 from connectors.arrow_types import arrow_type
 from connectors.columns import ColumnSpec
 from connectors.files.registry import TRANSPORTS
+from connectors.http.registry import SCHEMES
 from connectors.registry import CONNECTORS, normalise_url
 from connectors.resolve import _CONN_TYPES
 from exchange import flow
+from exchange.catalog import api_spec
 from exchange.kernel import kinds
 from quality.validators import VALIDATORS
 from schemas import load_schema
@@ -48,6 +50,22 @@ def test_the_catalog_schema_enums_are_the_declarations() -> None:
     assert schema_enum("resource", "properties", "kind") == list(kinds.RESOURCE_KINDS)
     assert schema_enum("field", "properties", "type") == list(kinds.LOGICAL_TYPES)
     assert schema_enum("field_rules", "properties", "validator") == list(kinds.VALIDATOR_NAMES)
+    assert schema_enum("http_auth", "properties", "scheme") == list(kinds.AUTH_SCHEMES)
+    assert schema_enum("origin", "properties", "level") == list(api_spec.ORIGIN_LEVELS)
+    assert schema_enum("api_operation", "properties", "method") == list(api_spec.API_METHODS)
+    assert schema_enum("api_param", "properties", "in") == list(api_spec.PARAM_LOCATIONS)
+    assert schema_enum("api_param", "properties", "type") == list(api_spec.PARAM_TYPES)
+
+
+def test_the_auth_scheme_registry_is_the_declared_schemes_with_the_catalogs_options() -> None:
+    # The catalog checks a node's auth without importing connectors (it sits below them in
+    # the layers): its table of options must be the one each scheme reads.
+    assert tuple(SCHEMES) == kinds.AUTH_SCHEMES
+    assert tuple(api_spec.AUTH_OPTIONS) == kinds.AUTH_SCHEMES
+    assert {n: (s.required, s.optional) for n, s in SCHEMES.items()} == api_spec.AUTH_OPTIONS
+    assert {n: s.takes_secret for n, s in SCHEMES.items()} == {
+        n: n != "none" for n in kinds.AUTH_SCHEMES
+    }
 
 
 def test_the_validators_are_the_declared_names() -> None:

@@ -1,4 +1,4 @@
-"""A conditional request's life on the command line, as the README's transcript shows it."""
+"""A conditional request's life on the command line, as docs/workflow.md's transcript shows it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from exchange.demo.run import create_provider
 FORM = {
     "node": "tax_fe",
     "fields": ["id", "uscc", "name", "legal_person", "reg_capital", "updated_at"],
-    "department_code": "11410400005000000X",
+    "department_code": "SWJ",
     "department_name": "税务局",
     "purpose": "企业所得税汇算清缴中核验纳税人登记信息",
     "legal_basis": "《中华人民共和国税收征收管理法》第十五条",
@@ -52,17 +52,18 @@ def test_a_conditional_request_from_application_to_closed_on_the_cli(tmp_path: P
     )
     for resource in doc["resources"]:
         resource["share"] = "conditional"
+    doc["departments"]["GAJ"] = "公安局"
     (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), "utf-8")
     (tmp_path / "form.yaml").write_text(yaml.safe_dump(FORM, allow_unicode=True), "utf-8")
     create_provider(tmp_path / "provider.db", 300)
-    ok(tmp_path, "user", "add", "scjg", "--role", "provider", "--department", "市场监督管理局")
-    ok(tmp_path, "user", "add", "gaj", "--role", "provider", "--department", "公安局")
-    ok(tmp_path, "user", "add", "swj", "--role", "requester", "--department", "11410400005000000X")
+    ok(tmp_path, "user", "add", "scjg", "--role", "provider", "--department", "SCJG")
+    ok(tmp_path, "user", "add", "gaj", "--role", "provider", "--department", "GAJ")
+    ok(tmp_path, "user", "add", "swj", "--role", "requester", "--department", "SWJ")
 
     applied = ok(tmp_path, "subscription", "apply", "410400-SCJG-0001", "--form", "form.yaml",
                  "--as", "swj", "--at", "2026-09-30T10:00")  # fmt: skip
     assert "[under_review]" in applied
-    assert "review        provider 市场监督管理局" in applied
+    assert "review        provider SCJG" in applied
     assert "due 2026-10-13T23:59:59+08:00  running" in applied  # 5 working days, National Day
 
     other = exchange(tmp_path, "subscription", "review", "1", "--approve", "--as", "gaj")
@@ -79,6 +80,9 @@ def test_a_conditional_request_from_application_to_closed_on_the_cli(tmp_path: P
     assert "delivered" in ok(tmp_path, "run", "410400-SCJG-0001")
     assert "[sign_off]" in ok(tmp_path, "subscription", "show", "1", "--as", "swj")
     assert "[evaluation]" in ok(tmp_path, "subscription", "sign-off", "1", "--as", "swj")
+    bad = exchange(tmp_path, "subscription", "evaluate", "1", "--stars", "5,4,6,5,4", "--as", "swj")
+    assert bad.returncode == 2
+    assert "--stars: 6 (the 3rd of 5, timeliness) is not between 1 and 5" in bad.stderr
     closed = ok(tmp_path, "subscription", "evaluate", "1", "--stars", "5,4,5,5,3",
                 "--comment", "字段齐全", "--as", "swj")  # fmt: skip
     assert "[closed]" in closed and "effectiveness" in closed

@@ -27,11 +27,12 @@ FIELDS = """\
 """
 CATALOG = f"""\
 version: 1
+departments: {{SCJG: 市场监督管理局, GAJ: 公安局, TAX: 税务局, HRSS: 人力资源和社会保障局}}
 nodes:
-  - {{name: market_fe, kind: sqlite, department: 市场监督管理局, connection: {{path: market.db}}}}
-  - {{name: police_fe, kind: sqlite, department: 公安局, connection: {{path: police.db}}}}
-  - {{name: tax_fe, kind: sqlite, department: 税务局, connection: {{path: tax.db}}}}
-  - {{name: hrss_fe, kind: sqlite, department: 人力资源和社会保障局, connection: {{path: hrss.db}}}}
+  - {{name: market_fe, kind: sqlite, department: SCJG, connection: {{path: market.db}}}}
+  - {{name: police_fe, kind: sqlite, department: GAJ, connection: {{path: police.db}}}}
+  - {{name: tax_fe, kind: sqlite, department: TAX, connection: {{path: tax.db}}}}
+  - {{name: hrss_fe, kind: sqlite, department: HRSS, connection: {{path: hrss.db}}}}
 resources:
   - code: COND
     name: 企业登记信息(有条件)
@@ -89,11 +90,12 @@ def open_city(home: Path, db_url: str | None = None, rows: int = 40) -> Workspac
 
 
 def add_people(ws: Workspace) -> dict[str, Principal]:
-    """admin; providers market (市场监督管理局) and police (公安局); requesters tax and hrss."""
+    """admin; providers market (SCJG 市场监督管理局) and police (GAJ 公安局); requesters tax
+    (TAX 税务局) and hrss (HRSS 人力资源和社会保障局)."""
     with ws.store.session() as s:
         create_user(s, "admin", "admin", None, "test")
-        create_user(s, "market", "provider", "市场监督管理局", "test")
-        create_user(s, "police", "provider", "公安局", "test")
+        create_user(s, "market", "provider", "SCJG", "test")
+        create_user(s, "police", "provider", "GAJ", "test")
         for name, (code, _, _) in DEPARTMENTS.items():
             create_user(s, name, "requester", code, "test")
         return {n: principal_of(s, n) for n in ("admin", "market", "police", "tax", "hrss")}

@@ -8,6 +8,7 @@ over. Memory is a few ``CHUNK``s whatever the file size.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from connectors.files.base import CHUNK, ConnectionLost, FileMissing, FileTransport, TransferError
 from exchange.kernel.faults import crashpoint
+from exchange.kernel.modes import private_dirs, private_file
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -139,7 +141,7 @@ def download(
     progress: Progress | None = None,
 ) -> Copied:
     """Stream ``src`` into the local file ``dst``; a partial ``dst`` is continued, not redone."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(dst.parent)  # a run directory's: 0700, and the file 0600 from its creation
     sha = hashlib.sha256()
     m5 = hashlib.md5(usedforsecurity=False) if md5 else None
     offset = 0
@@ -156,7 +158,8 @@ def download(
         nonlocal offset
         if offset:
             resumed.append(offset)
-        with t.open_read(src, offset) as fh, open(dst, "r+b" if offset else "wb") as out:
+        flags = os.O_RDWR | os.O_CREAT | (0 if offset else os.O_TRUNC)
+        with t.open_read(src, offset) as fh, os.fdopen(private_file(dst, flags), "r+b") as out:
             out.seek(offset)
             out.truncate()
             # Whatever was received is written and hashed before a retry reads ``offset``.

@@ -92,7 +92,9 @@ def up(state: Path, rows: int) -> None:
     try:
         until = dt.date.today() + dt.timedelta(days=365)
         for node, fields in GRANTS.items():
-            add_subscription(ws, RESOURCE, node, fields, until)
+            add_subscription(
+                ws, RESOURCE, node, fields, until, department=ws.catalog.node(node).department
+            )
     finally:
         ws.close()
     env = {

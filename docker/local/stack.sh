@@ -10,7 +10,8 @@
 #   docker/local/stack.sh run     # up, check, down (what CI runs); prints the timings
 #
 # Settings: EXCHANGE_STACK (DB-name prefix and state dir; default airflow_exchange),
-# AIRFLOW_PORT (default: a free port), SAMPLE_ROWS (default 20000), REDIS_URL.
+# AIRFLOW_PORT (default: a free port), AIRFLOW_HOST (the api-server's interface; default
+# 127.0.0.1), SAMPLE_ROWS (default 20000), REDIS_URL.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -58,6 +59,7 @@ AIRFLOW__CELERY__BROKER_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 AIRFLOW__CELERY__RESULT_BACKEND=db+$pg
 AIRFLOW__OPERATORS__DEFAULT_QUEUE=$STACK
 AIRFLOW__API__PORT=$port
+AIRFLOW__API__HOST=${AIRFLOW_HOST:-127.0.0.1}
 AIRFLOW__API__BASE_URL=http://127.0.0.1:$port
 AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$port/execution/
 AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=$(free_port)
@@ -92,7 +94,9 @@ up() {
         exit 1
     }
     "$BIN/exchange" airflow pools --apply
-    start api-server "$BIN/airflow" api-server --port "$AIRFLOW__API__PORT" --workers 1
+    # loopback unless AIRFLOW_HOST says otherwise (Airflow's own default is every interface)
+    start api-server "$BIN/airflow" api-server --host "$AIRFLOW__API__HOST" \
+        --port "$AIRFLOW__API__PORT" --workers 1
     start scheduler "$BIN/airflow" scheduler
     start dag-processor "$BIN/airflow" dag-processor
     start triggerer "$BIN/airflow" triggerer
@@ -155,7 +159,7 @@ run() {
 case ${1:-} in
 up | check | down | run) "$1" ;;
 *)
-    sed -n '2,14p' "$0"
+    sed -n '2,15p' "$0"
     exit 2
     ;;
 esac

@@ -1,6 +1,29 @@
 """The declarative catalog: front-end nodes and resources, loaded from YAML."""
 
 from exchange.catalog.loader import load_catalog
-from exchange.catalog.model import Catalog, ConnectionRef, Field, FrontEnd, Resource
+from exchange.catalog.model import (
+    ApiOperation,
+    ApiParam,
+    ApiQuota,
+    Catalog,
+    ConnectionRef,
+    Field,
+    FrontEnd,
+    HttpAuth,
+    Origin,
+    Resource,
+)
 
-__all__ = ["Catalog", "ConnectionRef", "Field", "FrontEnd", "Resource", "load_catalog"]
+__all__ = [
+    "ApiOperation",
+    "ApiParam",
+    "ApiQuota",
+    "Catalog",
+    "ConnectionRef",
+    "Field",
+    "FrontEnd",
+    "HttpAuth",
+    "Origin",
+    "Resource",
+    "load_catalog",
+]

@@ -1,4 +1,10 @@
-"""Load a catalog YAML file, validate it, and report every problem with file:line and key path."""
+"""Load a catalog YAML file, validate it, and report every problem with file:line and key path.
+
+A message never repeats a value that may be a secret written by mistake (a token where a
+credential reference belongs, a database URL where a variable name belongs): the schema's
+errors under ``auth``, ``credential``, ``connection`` and ``base_url`` say what is wrong
+without the value, and a YAML syntax error names its line and column, not the line's text.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,13 @@ from typing import Any
 import jsonschema
 import yaml
 
+from exchange.catalog.api_spec import api_problems, http_node_problems
 from exchange.catalog.files_spec import files_problems
-from exchange.catalog.model import Catalog, build_catalog
+from exchange.catalog.model import Catalog, build_catalog, department_list
 from exchange.catalog.quality_spec import quality_problems
 from exchange.kernel.errors import CatalogError
-from exchange.kernel.kinds import FILE_NODE_KINDS
+from exchange.kernel.kinds import DATABASE_KINDS, NODE_KINDS
+from exchange.kernel.text import a_or_an
 from schemas import load_schema
 
 _VALIDATOR = jsonschema.Draft202012Validator(load_schema())
@@ -63,6 +71,99 @@ def _strings(value: Any) -> list[tuple[int, str]]:
 
 _IDENTIFIER = re.compile(load_schema()["$defs"]["identifier"]["pattern"])
 
+#: Keys under which a value may be a secret written by mistake.
+_SECRET_KEYS = frozenset({"auth", "credential", "connection", "base_url"})
+# A key an "unexpected key" message may quote: a name, not a pasted value.
+_QUOTABLE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "empty",
+}
+_REFERENCE_FORMS = {
+    "env": "{env: VAR}",
+    "airflow_conn_id": "{airflow_conn_id: ID}",
+    "path": "{path: FILE}",
+}
+_BOUNDS = {
+    "minimum": "less than the minimum of",
+    "maximum": "greater than the maximum of",
+    "exclusiveMinimum": "less than or equal to the minimum of",
+    "exclusiveMaximum": "greater than or equal to the maximum of",
+}
+
+
+def _holds_secret_key(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(k in _SECRET_KEYS or _holds_secret_key(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_secret_key(v) for v in value)
+    return False
+
+
+def _schema_message(err: jsonschema.ValidationError) -> str:
+    """jsonschema's message, or, where the value checked may hold a secret, one that says
+    the same without it (jsonschema's messages quote the value they checked)."""
+    parts = list(err.absolute_path)
+    if not any(p in _SECRET_KEYS for p in parts) and not _holds_secret_key(err.instance):
+        return err.message
+    return _value_free_message(err, parts)
+
+
+def _value_free_message(err: jsonschema.ValidationError, parts: list[Any]) -> str:
+    rule: Any = err.validator
+    limit: Any = err.validator_value
+    schema: dict[str, Any] = err.schema if isinstance(err.schema, dict) else {}
+    if rule == "required":
+        return err.message  # names the missing key, from the schema
+    if rule == "type":
+        wanted = " or ".join(
+            _TYPE_WORDS.get(t, t) for t in ([limit] if isinstance(limit, str) else limit)
+        )
+        if parts and parts[-1] in ("credential", "connection") and limit == "object":
+            forms = " or ".join(_REFERENCE_FORMS.get(k, k) for k in schema.get("properties", {}))
+            return f"must be a mapping ({forms}), never the secret itself"
+        return f"the value must be {wanted}"
+    if rule == "additionalProperties" and isinstance(err.instance, dict):
+        known = schema.get("properties", {})
+        extra = [str(k) for k in err.instance if k not in known]
+        named = [repr(k) for k in extra if _QUOTABLE_KEY.fullmatch(k)]
+        others = len(extra) - len(named)
+        if others:
+            named.append(
+                "1 key that is no name" if others == 1 else f"{others} keys that are no names"
+            )
+        takes = ", ".join(known) or "no keys"
+        return f"unexpected {', '.join(named) or 'keys'} (it takes: {takes})"
+    if rule in ("minProperties", "maxProperties"):
+        keys = list(schema.get("properties", {}))
+        if schema.get("minProperties") == schema.get("maxProperties") == 1 and keys:
+            return f"must have exactly one key: {' or '.join(keys)}"
+        return f"must have {'at least' if rule == 'minProperties' else 'at most'} {limit} keys"
+    if rule == "pattern":
+        return f"the value does not match {limit!r}"
+    if rule == "maxLength":
+        return f"the value is longer than {limit} characters"
+    if rule == "minLength":
+        return (
+            "the value must not be empty"
+            if limit == 1
+            else f"the value is shorter than {limit} characters"
+        )
+    if rule == "enum":
+        return f"the value is not one of {limit!r}"
+    if rule == "const":
+        return f"the value must be {limit!r}"
+    if rule in _BOUNDS:
+        return f"the value is {_BOUNDS[rule]} {limit}"
+    if rule in ("oneOf", "anyOf"):
+        return "the value matches none of the allowed forms"
+    return f"the value is not valid ({rule})"
+
 
 def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], str]]:
     """Cross-reference checks that JSON Schema cannot express.
@@ -71,20 +172,9 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
     they read every key defensively.
     """
     nodes = {n.get("name"): n for _, n in _dicts(doc.get("nodes")) if isinstance(n, dict)}
-    seen_nodes: set[Any] = set()
-    for i, n in _dicts(doc.get("nodes")):
-        if not isinstance(n, dict):
-            continue
-        if n.get("name") in seen_nodes:
-            yield ["nodes", i, "name"], f"duplicate node name {n.get('name')!r}"
-        seen_nodes.add(n.get("name"))
-        conn = n.get("connection")
-        if isinstance(conn, dict) and "path" in conn and n.get("kind") not in ("sqlite", "local"):
-            yield (
-                ["nodes", i, "connection", "path"],
-                f"a {n.get('kind')} node needs 'env' or 'airflow_conn_id', not a path",
-            )
+    yield from _node_problems(doc)
     seen_codes: set[Any] = set()
+    upstream: dict[Any, Any] = {}
     for i, r in _dicts(doc.get("resources")):
         if not isinstance(r, dict):
             continue
@@ -95,7 +185,11 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
         provider = nodes.get(r.get("provider"))
         if provider is None:
             yield here + ["provider"], f"unknown node {r.get('provider')!r}"
-        elif r.get("kind") == "table" and provider.get("kind") in FILE_NODE_KINDS:
+        elif (
+            r.get("kind") == "table"
+            and provider.get("kind") in NODE_KINDS
+            and provider.get("kind") not in DATABASE_KINDS
+        ):
             yield (
                 here + ["provider"],
                 f"a table resource needs a database node, {r.get('provider')!r} "
@@ -111,7 +205,8 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
             if name.lower() in (n.lower() for n in names):
                 yield at + ["name"], f"duplicate field {name!r}"
             names.append(name)
-            if ftype in ("varchar", "char") and "length" not in f:
+            # An api field describes a response value: its length is the upstream's business.
+            if ftype in ("varchar", "char") and "length" not in f and r.get("kind") != "api":
                 yield at, f"field {name!r} of type {ftype} needs a length"
             if ftype == "decimal":
                 if "precision" not in f:
@@ -127,6 +222,64 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
         yield from _cursor_lag_problems(r, here)
         yield from ((here + p, m) for p, m in quality_problems(r))
         yield from ((here + p, m) for p, m in files_problems(r, provider))
+        yield from ((here + p, m) for p, m in api_problems(r, provider))
+        yield from _origin_problems(r, here, upstream)
+
+
+def _origin_problems(
+    r: dict[str, Any], here: list[str | int], seen: dict[Any, Any]
+) -> Iterator[tuple[list[str | int], str]]:
+    """One catalog resource per upstream resource: an upstream application that has been
+    proxied names the resource by its upstream code."""
+    origin = r.get("origin")
+    code = origin.get("upstream_code") if isinstance(origin, dict) else None
+    if not isinstance(code, str):
+        return
+    if code in seen:
+        yield (
+            here + ["origin", "upstream_code"],
+            f"upstream code {code!r} is already that of resource {seen[code]!r}",
+        )
+    else:
+        seen[code] = r.get("code")
+
+
+def _node_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], str]]:
+    """The nodes' own checks: unique names, a declared department, a path only for files,
+    an http node's base URL and auth (and those keys on no other node)."""
+    declared = doc.get("departments")
+    departments = declared if isinstance(declared, dict) else {}
+    seen_nodes: set[Any] = set()
+    for i, n in _dicts(doc.get("nodes")):
+        if not isinstance(n, dict):
+            continue
+        if n.get("name") in seen_nodes:
+            yield ["nodes", i, "name"], f"duplicate node name {n.get('name')!r}"
+        seen_nodes.add(n.get("name"))
+        # A node's owner decides who may receive data on it: an undeclared code is a typo
+        # that would leave the node nobody's (or someone else's), so it is refused here.
+        dept = n.get("department")
+        if isinstance(dept, str) and dept not in departments:
+            yield (
+                ["nodes", i, "department"],
+                f"node {n.get('name')!r}: department {dept!r} is not declared in "
+                + (
+                    f"departments (declared: {department_list(departments)})"
+                    if departments
+                    else "departments (the catalog declares none)"
+                ),
+            )
+        yield from ((["nodes", i, *p], m) for p, m in http_node_problems(n))
+        conn = n.get("connection")
+        if (
+            isinstance(conn, dict)
+            and "path" in conn
+            and n.get("kind") not in ("sqlite", "local", "http")  # http: no connection at all
+        ):
+            yield (
+                ["nodes", i, "connection", "path"],
+                f"{a_or_an(str(n.get('kind')))} node needs 'env' or 'airflow_conn_id', not a path",
+            )
 
 
 _TIME_CURSORS = ("date", "timestamp", "timestamptz")
@@ -186,12 +339,24 @@ def validate_document(doc: Any, root: yaml.Node | None, filename: str) -> list[s
     found: list[tuple[int, str]] = []
     for err in _VALIDATOR.iter_errors(doc):
         parts = list(err.absolute_path)
-        found.append((_line_of(root, parts), f"{format_path(parts)}: {err.message}"))
+        found.append((_line_of(root, parts), f"{format_path(parts)}: {_schema_message(err)}"))
     if isinstance(doc, dict):
         for parts, msg in _semantic_problems(doc):
             found.append((_line_of(root, parts), f"{format_path(parts)}: {msg}"))
     found.sort(key=lambda x: x[0])
     return [f"{filename}:{line} {msg}" for line, msg in found]
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line not valid YAML: what (column N)``, without the snippet of the line that
+    PyYAML's own message quotes (the line may be the one that holds a pasted secret)."""
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else 1
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"{line} not valid YAML"
+    what = "; ".join(x for x in (exc.context, exc.problem) if x) or "cannot parse"
+    column = f" (column {mark.column + 1})" if mark is not None else ""
+    return f"{line} not valid YAML: {what}{column}"
 
 
 def load_catalog(path: str | Path) -> Catalog:
@@ -205,9 +370,7 @@ def load_catalog(path: str | Path) -> Catalog:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise CatalogError([f"{p.name}:{line} not valid YAML: {exc}"]) from None
+        raise CatalogError([f"{p.name}:{_yaml_problem(exc)}"]) from None
     if doc is None:
         doc = {}
     problems = validate_document(doc, root, p.name)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from exchange.catalog.api_spec import (
+    DEFAULT_TIMEOUT_S,
+    ApiOperation,
+    ApiQuota,
+    api_operations,
+    api_quota,
+    auth_options,
+)
+from exchange.catalog.api_spec import (
+    ApiParam as ApiParam,  # re-exported: the catalog's objects all come from here
+)
 from exchange.catalog.files_spec import FilesSpec, files_spec
 from exchange.catalog.quality_spec import (
     FieldRules,
@@ -27,7 +39,42 @@ class ConnectionRef:
             return f"env ${self.env}"
         if self.airflow_conn_id:
             return f"airflow connection {self.airflow_conn_id!r}"
-        return f"path {self.path!r}"
+        if self.path:
+            return f"path {self.path!r}"
+        return "no connection"
+
+    @property
+    def empty(self) -> bool:
+        """An http node's: it has a base URL and auth instead."""
+        return self.env is None and self.airflow_conn_id is None and self.path is None
+
+
+@dataclass(frozen=True)
+class HttpAuth:
+    """How the city authenticates to an http node: the scheme (``kinds.AUTH_SCHEMES``), its
+    options and where the credential comes from; never the credential itself."""
+
+    scheme: str  # none | header | tif
+    credential: ConnectionRef | None = None  # None only for scheme none
+    #: Every other key of ``auth``: ``header`` and ``prefix`` (header), ``paasid`` (tif).
+    #: Left out of the hash (a dict has none), so that a node can still key a cache.
+    options: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a proxied resource comes from: a national or provincial platform's catalog."""
+
+    level: str  # national | provincial
+    platform: str
+    upstream_code: str
+    approval_ref: str = ""
+
+    def describe(self) -> str:
+        """``provincial 河南省… 41000000SCJG/00012 (approval 豫数共享〔2026〕12号)``: how a list
+        or a status shows where a proxied resource comes from."""
+        approval = f" (approval {self.approval_ref})" if self.approval_ref else ""
+        return f"{self.level} {self.platform} {self.upstream_code}{approval}"
 
 
 @dataclass(frozen=True)
@@ -36,10 +83,19 @@ class FrontEnd:
 
     name: str
     kind: str  # one of kinds.NODE_KINDS (the schema's enum)
-    connection: ConnectionRef
+    #: Empty (``ConnectionRef().empty``) for an http node, which has base_url and auth instead.
+    connection: ConnectionRef = ConnectionRef()
     title: str = ""
+    #: The code of the department that owns the node (the catalog's ``departments``); only
+    #: that department's subscriptions may target it. Empty: a node of no department.
     department: str = ""
     max_concurrent_extracts: int = 2
+    #: An http node's base URL (no trailing slash; an operation's path is appended to it).
+    base_url: str = ""
+    auth: HttpAuth | None = None  # http nodes only
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    #: The node's opt-in to a credential sent over an http:// base_url (a private network).
+    plain_http: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,11 +110,15 @@ class Field:
     scale: int | None = None
     title: str = ""
     rules: FieldRules = FieldRules()
+    #: An api resource's field: where it lies in the response (``data.uscc``,
+    #: ``data.shareholders[].name``); None for every other kind.
+    path: str | None = None
 
 
 @dataclass(frozen=True)
 class Resource:
-    """A catalog resource (资源); for now tables are what the engine moves."""
+    """A catalog resource (资源): tables, files and folders are moved by runs; an api is
+    served on each call by the gateway."""
 
     code: str
     name: str
@@ -71,7 +131,7 @@ class Resource:
     mode: Literal["incremental", "snapshot"] = "snapshot"
     primary_key: tuple[str, ...] = ()
     cursor: str | None = None
-    cursor_lag: str | int = 0  # look-back window below each watermark (README, The catalog)
+    cursor_lag: str | int = 0  # look-back window below each watermark (docs/catalog.md)
     batch_size: int = 50_000
     fields: tuple[Field, ...] = ()
     quality: ResourceQuality = ResourceQuality()
@@ -79,6 +139,20 @@ class Resource:
     #: A granted column a subscriber's existing table lacks: ``add`` it (and say so) or
     #: ``refuse`` that subscriber.
     target_columns: Literal["add", "refuse"] = "add"
+    #: A resource proxied from a national or provincial platform (any kind).
+    origin: Origin | None = None
+    operations: tuple[ApiOperation, ...] = ()  # api resources
+    quota: ApiQuota = ApiQuota()  # api resources: calls per authorization code
+
+    def operation(self, name: str) -> ApiOperation:
+        """The api resource's operation ``name``; NotFound naming the known ones."""
+        from exchange.kernel.errors import NotFound
+
+        for op in self.operations:
+            if op.name == name:
+                return op
+        known = ", ".join(op.name for op in self.operations) or "none"
+        raise NotFound(f"resource {self.code} has no operation {name!r} (known: {known})")
 
     @property
     def delivers_table(self) -> bool:
@@ -98,13 +172,35 @@ class Resource:
         return tuple(f.name for f in self.fields)
 
 
+def department_list(departments: Mapping[Any, Any]) -> str:
+    """``CODE (name), ...`` in code order, or ``none declared``: how every message that
+    names the catalog's departments lists them."""
+    shown = (f"{c} ({n})" if n and n != c else str(c) for c, n in departments.items())
+    return ", ".join(sorted(shown)) or "none declared"
+
+
 @dataclass(frozen=True)
 class Catalog:
-    """Every node and resource declared in one catalog file."""
+    """Every department, node and resource declared in one catalog file."""
 
     nodes: dict[str, FrontEnd] = field(default_factory=dict)
     resources: dict[str, Resource] = field(default_factory=dict)
     path: str = ""
+    #: Department code -> name (使用部门代码 -> 名称); names shown to people come from here.
+    departments: dict[str, str] = field(default_factory=dict)
+
+    def department_name(self, code: str) -> str:
+        """The declared name of a department, or the code itself if the catalog has none."""
+        return self.departments.get(code, code)
+
+    def describe_department(self, code: str) -> str:
+        """``name (CODE)`` for messages, or just the code when no name is declared."""
+        name = self.departments.get(code)
+        return f"{name} ({code})" if name and name != code else code
+
+    def department_list(self) -> str:
+        """Every declared department, for a message that names the choices."""
+        return department_list(self.departments)
 
     def node(self, name: str) -> FrontEnd:
         from exchange.kernel.errors import NotFound
@@ -126,19 +222,45 @@ class Catalog:
             ) from None
 
 
+def _front_end(n: dict[str, Any]) -> FrontEnd:
+    auth = n.get("auth")
+    return FrontEnd(
+        name=n["name"],
+        kind=n["kind"],
+        connection=ConnectionRef(**n["connection"]) if "connection" in n else ConnectionRef(),
+        title=n.get("title", ""),
+        department=n.get("department", ""),
+        max_concurrent_extracts=n.get("max_concurrent_extracts", 2),
+        # One form for joining: base_url + "/ent/{uscc}" never gives a double slash.
+        base_url=str(n.get("base_url", "")).rstrip("/"),
+        auth=(
+            HttpAuth(
+                scheme=auth["scheme"],
+                credential=ConnectionRef(**auth["credential"]) if "credential" in auth else None,
+                options=auth_options(auth),
+            )
+            if auth
+            else None
+        ),
+        timeout_s=float(n.get("timeout_s", DEFAULT_TIMEOUT_S)),
+        plain_http=bool(n.get("plain_http", False)),
+    )
+
+
+def _origin(doc: dict[str, Any] | None) -> Origin | None:
+    if not doc:
+        return None
+    return Origin(
+        level=doc["level"],
+        platform=doc["platform"],
+        upstream_code=doc["upstream_code"],
+        approval_ref=doc.get("approval_ref", ""),
+    )
+
+
 def build_catalog(doc: dict[str, Any], path: str) -> Catalog:
     """Turn a schema-valid document into a Catalog."""
-    nodes = {
-        n["name"]: FrontEnd(
-            name=n["name"],
-            kind=n["kind"],
-            connection=ConnectionRef(**n["connection"]),
-            title=n.get("title", ""),
-            department=n.get("department", ""),
-            max_concurrent_extracts=n.get("max_concurrent_extracts", 2),
-        )
-        for n in doc.get("nodes", [])
-    }
+    nodes = {n["name"]: _front_end(n) for n in doc.get("nodes", [])}
     resources = {}
     for r in doc.get("resources", []):
         source = r.get("source", {})
@@ -166,11 +288,16 @@ def build_catalog(doc: dict[str, Any], path: str) -> Catalog:
                     scale=f.get("scale"),
                     title=f.get("title", ""),
                     rules=field_rules(f.get("rules")),
+                    path=f.get("path"),
                 )
                 for f in r.get("fields", [])
             ),
             quality=resource_quality(r.get("quality")),
             files=files_spec(r.get("files"), r["kind"]),
             target_columns=r.get("target_columns", "add"),
+            origin=_origin(r.get("origin")),
+            operations=api_operations(r.get("operations")),
+            quota=api_quota(r.get("quota")),
         )
-    return Catalog(nodes=nodes, resources=resources, path=path)
+    departments = {str(code): name for code, name in (doc.get("departments") or {}).items()}
+    return Catalog(nodes=nodes, resources=resources, path=path, departments=departments)

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from exchange.kernel.text import a_or_an
+
 _NAME = r"([A-Za-z_][A-Za-z0-9_]{0,62})"
 COMPARE_RE = re.compile(rf"^\s*{_NAME}\s*(<=|>=|==|!=|<|>)\s*{_NAME}\s*$")
 FRESHNESS_RE = re.compile(r"^(cycle|[1-9][0-9]*[mhd])$")
@@ -144,9 +146,12 @@ def quality_problems(resource: dict[str, Any]) -> Iterator[tuple[list[str | int]
                 continue
             v = rules[bound]
             if kind in _NUMERIC and not isinstance(v, int | float):
-                yield at + [bound], f"{bound} of a {kind} field must be a number"
+                yield at + [bound], f"{bound} of {a_or_an(kind)} field must be a number"
             elif kind in _TEMPORAL and not _is_date(v):
-                yield at + [bound], f"{bound} of a {kind} field must be an ISO date, got {v!r}"
+                yield (
+                    at + [bound],
+                    f"{bound} of {a_or_an(kind)} field must be an ISO date, got {v!r}",
+                )
             elif kind not in _NUMERIC + _TEMPORAL:
                 yield at + [bound], f"{bound} applies to numbers and dates, not {kind}"
         if rules.get("not_future") and kind not in _TEMPORAL:

@@ -16,8 +16,18 @@ from typing import Annotated
 
 import typer
 
-from exchange.cli import airflow, clock, quality, subscription, user
-from exchange.cli.options import DEFAULT_CATALOG, CatalogOpt, store, workspace
+from exchange.cli import airflow, clock, gateway, prune, quality, subscription, upstream, user
+from exchange.cli import audit as audit_cli
+from exchange.cli import code as code_cli
+from exchange.cli.options import (
+    DEFAULT_CATALOG,
+    AsOpt,
+    CatalogArg,
+    CatalogOpt,
+    VersionOpt,
+    principal,
+    workspace,
+)
 from exchange.cli.render import (
     ProgressReporter,
     console,
@@ -41,7 +51,12 @@ catalog_app = typer.Typer(
     help="Validate catalog files; check a resource against the real tables.",
 )
 db_app = typer.Typer(name="db", no_args_is_help=True, help="The metadata store.")
-audit_app = typer.Typer(name="audit", no_args_is_help=True, help="The hash-chained audit log.")
+
+
+@app.callback()
+def root(version: VersionOpt = False) -> None:
+    """Data-exchange engine for city government front-end machines."""
+
 
 # -- every group, in one place and one way (the order is the order of `exchange --help`) ------
 
@@ -49,15 +64,19 @@ GROUPS = (
     catalog_app,
     db_app,
     subscription.app,
-    audit_app,
+    upstream.app,
+    audit_cli.app,
     airflow.app,
     quality.app,
     clock.app,
     user.app,
+    code_cli.app,
 )
 for group in GROUPS:
     app.add_typer(group)
 clock.register(app)  # exchange sla, exchange tick: listed before the root's own commands
+prune.register(app)  # exchange prune
+gateway.register(app)  # exchange gateway, exchange usage
 
 
 # -- the root's own commands ------------------------------------------------------------------
@@ -68,14 +87,29 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     catalog: CatalogOpt = DEFAULT_CATALOG,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes (about one per core).")
+    ] = 1,
 ) -> None:
-    """Run the REST API (OpenAPI at /docs)."""
+    """Run the REST API (OpenAPI at /docs) on loopback unless --host says otherwise."""
     import uvicorn
 
     from exchange.api import create_app
 
-    with workspace(catalog) as ws:
-        uvicorn.run(create_app(ws), host=host, port=port, log_level="info")
+    with workspace(catalog) as ws:  # checks the catalog and migrates the store, once
+        if workers == 1:
+            uvicorn.run(create_app(ws), host=host, port=port, log_level="info")
+            return
+    # each worker process opens its own workspace from the environment at its first call
+    os.environ["EXCHANGE_CATALOG"] = str(catalog.resolve())
+    uvicorn.run(
+        "exchange.api:create_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_level="info",
+    )
 
 
 @app.command()
@@ -128,15 +162,27 @@ def run(
     resource: str,
     catalog: CatalogOpt = DEFAULT_CATALOG,
     full: Annotated[
-        bool, typer.Option("--full", help="Re-extract everything and reconcile.")
+        bool,
+        typer.Option(
+            "--full",
+            help="Re-extract everything and reconcile deletes (a file resource: only with "
+            "files.mirror); abandons an unfinished run.",
+        ),
+    ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option("--restart", help="Abandon an unfinished run and start a new one."),
     ] = False,
 ) -> None:
-    """Exchange one resource now: extract once, validate, deliver to every subscriber."""
+    """Exchange one resource now: extract once, validate, deliver to every subscriber. An
+    unfinished run of the resource is resumed; a live one elsewhere refuses (exit 1)."""
     from exchange.flow import run_resource
 
     with workspace(catalog) as ws:
         with ProgressReporter() as reporter:
-            summary = run_resource(ws, resource, full=full, reporter=reporter)
+            summary = run_resource(ws, resource, full=full, restart=restart, reporter=reporter)
+        for note in summary.notes:
+            console.print(note, markup=False, highlight=False)
         console.print(run_table(summary, reporter.results))
         console.print(
             f"extracted {summary.extracted:,}, valid {summary.valid:,}, "
@@ -153,23 +199,51 @@ def run(
 @app.command()
 def status(
     resource: Annotated[str | None, typer.Argument()] = None,
+    as_user: AsOpt = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
-    """Last runs, and per subscriber its watermark, rows delivered and last failure."""
-    from exchange.status import recent_runs, subscriber_status
+    """Last runs, and per subscriber its watermark, rows delivered and last failure (with
+    --as or $EXCHANGE_USER: only what that user may see)."""
+    from exchange.status import recent_runs, subscriber_status, visible_resources
 
     with workspace(catalog) as ws:
-        console.print(runs_table(recent_runs(ws, resource)))
-        console.print(subscribers_table(subscriber_status(ws, resource)))
+        who = principal(ws, as_user)
+        shown = visible_resources(ws, who)
+        console.print(runs_table(recent_runs(ws, resource, resources=shown)))
+        console.print(subscribers_table(subscriber_status(ws, resource, who)))
+
+
+@app.command("runs")
+def runs(
+    resource: str,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+    limit: Annotated[int, typer.Option(help="How many of the latest runs.")] = 20,
+) -> None:
+    """A resource's runs: state, last step, lease holder (pid@host, heartbeat age), error."""
+    from exchange.cli.render import lifecycle_table
+    from exchange.status import recent_runs
+
+    with workspace(catalog) as ws:
+        console.print(lifecycle_table(resource, recent_runs(ws, resource, limit)))
 
 
 @catalog_app.command("validate")
-def catalog_validate(path: Path) -> None:
+def catalog_validate(path: CatalogArg = DEFAULT_CATALOG) -> None:
     """Check a catalog file; list every problem as file:line key.path: message."""
     from exchange.catalog import load_catalog
 
     cat = load_catalog(path)
     console.print(f"{path}: valid ({len(cat.nodes)} nodes, {len(cat.resources)} resources)")
+
+
+@catalog_app.command("list")
+def catalog_list(path: CatalogArg = DEFAULT_CATALOG) -> None:
+    """Every resource: kind, provider, share and origin (the city's own, or the national or
+    provincial platform it is proxied from, with its upstream code and approval)."""
+    from exchange.catalog import load_catalog
+    from exchange.cli.render import catalog_table
+
+    console.print(catalog_table(load_catalog(path)))
 
 
 @catalog_app.command("check")
@@ -202,19 +276,6 @@ def db_upgrade() -> None:
     engine = create_store_engine(Settings.from_env().db_url)
     changed = upgrade(engine)
     console.print(f"{safe_url(engine.url)}: {'upgraded to' if changed else 'already at'} head")
-
-
-@audit_app.command("verify")
-def audit_verify() -> None:
-    """Recompute the audit chain; name the first broken link."""
-    from exchange import audit
-
-    with store() as st, st.session() as s:
-        check = audit.verify(s)
-    if check.broken_id is not None:
-        errors.print(f"audit chain broken at event {check.broken_id}: {check.reason}")
-        raise typer.Exit(1)
-    console.print(f"audit chain intact: {check.events} events")
 
 
 def main() -> None:

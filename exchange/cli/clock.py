@@ -20,7 +20,8 @@ from exchange.cli.options import (
     principal,
     workspace,
 )
-from exchange.cli.render import console
+from exchange.cli.render import console, errors
+from exchange.kernel.errors import BadInput
 
 if TYPE_CHECKING:
     from exchange.workflow.views import SlaReport
@@ -61,23 +62,58 @@ def _print_sla(report: SlaReport) -> None:
     console.print(t)
 
 
+PERMANENT = (
+    "what a tick decides is permanent (reviews rejected or approved on timeout, subscriptions "
+    "signed off, evaluated or expired, departments suspended, notifications sent): "
+    "the real clock does not undo it when it gets there"
+)
+
+
+def future_tick(now: str, at: dt.datetime, yes: bool) -> str:
+    """The warning for a ``--now`` later than the real clock; without ``yes`` a refusal."""
+    from exchange.kernel.clock import shown, utcnow
+
+    clock = utcnow()
+    ahead = at - clock
+    hours = ahead.total_seconds() / 3600
+    said = (
+        f"--now {now} is {hours:,.1f} h later than the clock ({shown(clock)} Asia/Shanghai): "
+        f"{PERMANENT}"
+    )
+    if not yes:
+        raise BadInput(f"{said}; add --yes to tick at that time anyway")
+    return said
+
+
 def tick(
     now: Annotated[
-        str | None, typer.Option(help="Pretend it is this time (Asia/Shanghai).")
+        str | None,
+        typer.Option(
+            help="Pretend it is this time (Asia/Shanghai); a time later than the clock needs "
+            "--yes, for what the tick changes is permanent."
+        ),
     ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Tick at a --now later than the clock.")
+    ] = False,
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
     """Housekeeping: timeouts, reminders, auto sign-off/evaluation, expiry, suspensions; then
     send the notifications outbox to $EXCHANGE_WEBHOOK_URL."""
+    from exchange import lineage
+    from exchange.kernel.clock import utcnow
     from exchange.workflow.housekeeping import housekeep
 
+    at = parse_time(now, "--now")
+    if now is not None and at is not None and at > utcnow():
+        errors.print(f"warning: {future_tick(now, at, yes)}", markup=False, highlight=False)
     with workspace(catalog) as ws:
-        report, sent = housekeep(ws, parse_time(now, "--now"))
+        report, sent = housekeep(ws, at)
+        replayed = lineage.replay(ws.settings.home)  # lineage events a receiver missed
     console.print(f"tick: {report}", markup=False)
-    console.print(
-        f"notifications: {sent.sent} sent, {sent.failed} failed, {sent.pending} waiting",
-        markup=False,
-    )
+    console.print(f"notifications: {sent}", markup=False)
+    if replayed:
+        console.print(f"lineage: {replayed} spooled event(s) sent", markup=False)
 
 
 @app.command("deadline")

@@ -1,6 +1,9 @@
 """``exchange quality``: quarantine, tickets, error reports, scores, GX suites and reports.
 
-Thin faces over ``exchange.quality``; times are shown in Asia/Shanghai.
+Thin faces over ``exchange.quality``; times are shown in Asia/Shanghai. Answering, closing and
+filing are done as the user named by ``--as`` (or ``$EXCHANGE_USER``), checked as
+``exchange.quality.access`` says; without one, as the platform operator (``platform:<OS
+user>``), like every other command.
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from exchange.cli.options import DEFAULT_CATALOG, CatalogOpt, split_list, workspace
+from exchange.cli.options import (
+    DEFAULT_CATALOG,
+    AsOpt,
+    CatalogOpt,
+    principal,
+    split_list,
+    workspace,
+)
 from exchange.cli.render import console, local
 from exchange.kernel.errors import BadInput
+from exchange.kernel.text import plural
 
 if TYPE_CHECKING:
+    from exchange.gateway.usage import ApiQuality
     from exchange.runs.record import RunSummary
+    from exchange.workspace import Workspace
 
 app = typer.Typer(
     name="quality",
@@ -48,10 +61,18 @@ def quality_notes(summary: RunSummary) -> list[str]:
         notes.append(summary.stale)
     if summary.quarantined:
         notes.append(
-            f"{summary.quarantined:,} rows quarantined: "
+            f"{plural(summary.quarantined, 'row')} quarantined: "
             f"exchange quality quarantine {summary.resource}"
         )
     return notes
+
+
+def _keys(ws: Workspace, resource_code: str, keys: list[str]) -> list[str]:
+    """Row keys as they may be shown: ID and phone numbers in them masked."""
+    from exchange.quality.quarantine import mask_key_text
+
+    resource = ws.catalog.resources.get(resource_code)
+    return mask_key_text(resource, keys) if resource is not None else keys
 
 
 def _deadline(at: dt.datetime, provisional: bool) -> str:
@@ -128,48 +149,58 @@ def ticket_answer(
     ticket_id: int,
     resolution: Annotated[str, typer.Option(help=RESOLUTION_HELP)],
     reason: Annotated[str, typer.Option(help="Why: what was fixed, or why it stays.")],
-    by: Annotated[str, typer.Option(help="Who answers.")] = "provider",
+    as_user: AsOpt = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
-    """The provider's answer to a ticket."""
-    from exchange.quality.tickets import answer_ticket
+    """The provider's answer to a ticket (its resource's provider department, or an admin)."""
+    from exchange.quality.tickets import answer_as
 
     with workspace(catalog) as ws:
-        with ws.store.session() as s:
-            k = answer_ticket(s, ticket_id, resolution, reason, by)
-            late = k.answered_at is not None and k.answered_at > k.due_at
+        k = answer_as(ws, principal(ws, as_user), ticket_id, resolution, reason)
+        late = k.answered_at is not None and k.answered_at > k.due_at
     console.print(
         f"ticket {ticket_id}: answered ({resolution}){' after its deadline' if late else ''}"
     )
 
 
 @ticket_app.command("close")
-def ticket_close(ticket_id: int, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
-    """Close an answered ticket."""
-    from exchange.quality.tickets import close_ticket
+def ticket_close(
+    ticket_id: int, as_user: AsOpt = None, catalog: CatalogOpt = DEFAULT_CATALOG
+) -> None:
+    """Close an answered ticket (the platform's review of the answer: an admin)."""
+    from exchange.quality.tickets import close_as
 
     with workspace(catalog) as ws:
-        with ws.store.session() as s:
-            close_ticket(s, ticket_id)
+        close_as(ws, principal(ws, as_user), ticket_id)
     console.print(f"ticket {ticket_id}: closed")
 
 
 @report_app.command("add")
 def report_add(
     resource: str,
-    keys: Annotated[str, typer.Option(help="Row keys (primary key values), comma-separated.")],
+    keys: Annotated[
+        str,
+        typer.Option(
+            help="Row keys (primary key values), comma-separated; a composite key's values "
+            "joined by '|' in its columns' order (a key of (uscc, year) is 91410400MA|2026)."
+        ),
+    ],
     fields: Annotated[str, typer.Option(help="The wrong fields, comma-separated.")],
     description: Annotated[str, typer.Option(help="What is wrong.")],
     subscription: Annotated[
         int | None, typer.Option(help="The reporter's subscription id.")
     ] = None,
-    reporter: Annotated[str | None, typer.Option(help="Who reports.")] = None,
+    reporter: Annotated[
+        str | None, typer.Option(help="Who reports (an admin filing on a requester's behalf).")
+    ] = None,
     discovered: Annotated[
         dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="When it was found.")
     ] = None,
+    as_user: AsOpt = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
-    """File an error report on rows a requester received."""
+    """File an error report on rows a requester received (a requester whose department
+    subscribes to RESOURCE, or an admin)."""
     from exchange.quality.error_reports import file_report
 
     with workspace(catalog) as ws:
@@ -182,6 +213,7 @@ def report_add(
             subscription_id=subscription,
             reporter=reporter,
             discovered_on=discovered.date() if discovered else None,
+            who=principal(ws, as_user),
         )
     console.print(
         f"error report {r.id} on {resource} ({len(r.row_keys)} rows): the provider answers by "
@@ -195,24 +227,28 @@ def report_answer(
     report_id: int,
     resolution: Annotated[str, typer.Option(help=RESOLUTION_HELP)],
     reason: Annotated[str, typer.Option(help="What was done, or why not.")],
+    as_user: AsOpt = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
-    """The provider's answer to an error report."""
+    """The provider's answer to an error report (its resource's provider department, or an
+    admin)."""
     from exchange.quality.error_reports import answer_report
 
     with workspace(catalog) as ws:
-        r = answer_report(ws, report_id, resolution, reason)
+        r = answer_report(ws, report_id, resolution, reason, principal(ws, as_user))
     late = r.answered_at is not None and r.answered_at > r.due_at
     console.print(f"error report {report_id}: answered ({resolution}){' late' if late else ''}")
 
 
 @report_app.command("close")
-def report_close(report_id: int, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
-    """Close an answered error report."""
+def report_close(
+    report_id: int, as_user: AsOpt = None, catalog: CatalogOpt = DEFAULT_CATALOG
+) -> None:
+    """Close an answered error report (the department it was filed for, or an admin)."""
     from exchange.quality.error_reports import close_report
 
     with workspace(catalog) as ws:
-        close_report(ws, report_id)
+        close_report(ws, report_id, principal(ws, as_user))
     console.print(f"error report {report_id}: closed")
 
 
@@ -227,6 +263,7 @@ def report_list(
 
     with workspace(catalog) as ws:
         views = list_reports(ws, resource)
+        shown = {v.report.id: _keys(ws, v.report.resource_code, v.report.row_keys) for v in views}
     now = utcnow()
     t = Table(title="error reports")
     for col in ("id", "resource", "reporter", "rows", "fields", "status", "answer by",
@@ -239,7 +276,7 @@ def report_list(
             str(r.id),
             r.resource_code,
             r.reporter,
-            ", ".join(r.row_keys[:5]) + (" …" if len(r.row_keys) > 5 else ""),
+            ", ".join(shown[r.id][:5]) + (" …" if len(r.row_keys) > 5 else ""),
             ", ".join(r.fields),
             status,
             _deadline(r.due_at, r.due_provisional),
@@ -257,10 +294,12 @@ def report_show(report_id: int, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
 
     with workspace(catalog) as ws:
         v = show_report(ws, report_id)
+        rows = _keys(ws, v.report.resource_code, v.report.row_keys)
+        carried = {d.id: _keys(ws, v.report.resource_code, d.keys) for d in v.fix_deliveries}
     r = v.report
     console.print(
         f"error report {r.id} on {r.resource_code} by {r.reporter}: {r.status}\n"
-        f"rows {', '.join(r.row_keys)}; fields {', '.join(r.fields)}\n{r.description}\n"
+        f"rows {', '.join(rows)}; fields {', '.join(r.fields)}\n{r.description}\n"
         f"answer by {_deadline(r.due_at, r.due_provisional)}"
         + (f"; answered {local(r.answered_at)}: {r.resolution}: {r.answer}" if r.resolution else "")
     )
@@ -268,7 +307,7 @@ def report_show(report_id: int, catalog: CatalogOpt = DEFAULT_CATALOG) -> None:
     for col in ("run", "subscription", "rows carried"):
         t.add_column(col)
     for d in v.fix_deliveries:
-        t.add_row(d.run_id, str(d.subscription_id), ", ".join(d.keys))
+        t.add_row(d.run_id, str(d.subscription_id), ", ".join(carried[d.id]))
     console.print(t)
 
 
@@ -291,6 +330,33 @@ def _period(
     return start, end
 
 
+#: The columns of the api resources' scores (after the table resources' in a CSV).
+API_COLUMNS = ("calls", "ok", "4xx", "429", "refused", "failed", "unavailable",
+               "availability", "timeliness", "p95_ms")  # fmt: skip
+
+
+def _api_cells(q: ApiQuality) -> list[str]:
+    counts = (q.calls, q.ok, q.answered_4xx, q.quota, q.refused, q.failed, q.unavailable)
+    shares = ("-" if v is None else f"{v:.1f}" for v in (q.availability, q.timeliness))
+    return [
+        *(f"{n:,}" for n in counts),
+        *shares,
+        "-" if q.p95_ms is None else f"{q.p95_ms:g}",
+    ]
+
+
+def _api_csv_row(q: ApiQuality) -> dict[str, object]:
+    counts = (q.calls, q.ok, q.answered_4xx, q.quota, q.refused, q.failed, q.unavailable)
+    figures = (*counts, q.availability, q.timeliness, q.p95_ms)
+    return {
+        "resource": q.resource,
+        "since": q.since.isoformat(),
+        "until": q.until.isoformat(),
+        "kind": "api",
+        **dict(zip(API_COLUMNS, figures, strict=True)),
+    }
+
+
 @app.command("scores")
 def scores(
     resource: Annotated[str | None, typer.Argument()] = None,
@@ -301,44 +367,61 @@ def scores(
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write CSV/JSON here.")] = None,
 ) -> None:
-    """The six assessment scores (seed 004 §10) per resource (default: the last 30 days)."""
-    from exchange.quality.scores import DIMENSIONS, resource_scores
+    """The six assessment scores (document 004 §10) per resource (default: the last 30 days);
+    api resources, from their gateway calls: availability, timeliness and the call counts."""
+    from exchange.gateway.usage import TIMELY_MS, api_quality
+    from exchange.quality.scores import DIMENSIONS, api_resources, resource_scores
 
     if fmt not in ("table", "csv", "json"):
         raise BadInput(f"--format must be table, csv or json, not {fmt!r}")
     start, end = _period(since, until, period)
     with workspace(catalog) as ws:
         found = resource_scores(ws, start, end, resource)
+        apis = api_quality(ws.store, api_resources(ws, resource), start, end)
     if fmt == "table":
-        t = Table(title=f"quality scores {start} .. {end} (0-100)")
-        for col in ("resource", "runs", "rows", *DIMENSIONS):
-            t.add_column(col, justify="right" if col != "resource" else "left")
-        for sc in found:
-            values = [getattr(sc, d) for d in DIMENSIONS]
-            t.add_row(
-                sc.resource,
-                str(sc.runs),
-                f"{sc.rows:,}",
-                *("-" if v is None else f"{v:.1f}" for v in values),
+        if found or not apis:
+            t = Table(title=f"quality scores {start} .. {end} (0-100)")
+            for col in ("resource", "runs", "rows", *DIMENSIONS):
+                t.add_column(col, justify="right" if col != "resource" else "left")
+            for sc in found:
+                values = [getattr(sc, d) for d in DIMENSIONS]
+                t.add_row(
+                    sc.resource,
+                    str(sc.runs),
+                    f"{sc.rows:,}",
+                    *("-" if v is None else f"{v:.1f}" for v in values),
+                )
+            console.print(t)
+        if apis:
+            t = Table(
+                title=f"API resources {start} .. {end}: availability, timeliness "
+                f"(answered within {TIMELY_MS:g} ms) 0-100"
             )
-        console.print(t)
+            for col in ("resource", *API_COLUMNS):
+                t.add_column(col, justify="right" if col != "resource" else "left")
+            for q in apis:
+                t.add_row(q.resource, *_api_cells(q))
+            console.print(t)
         if output is None:
             return
         fmt = "json" if output.suffix == ".json" else "csv"
     if fmt == "json":
-        text = json.dumps([sc.as_dict() for sc in found], ensure_ascii=False, indent=1)
+        docs = [sc.as_dict() for sc in found] + [q.as_dict() for q in apis]
+        text = json.dumps(docs, ensure_ascii=False, indent=1)
     else:
         buf = io.StringIO()
-        writer = csv.DictWriter(
-            buf, fieldnames=["resource", "since", "until", "runs", "rows", *DIMENSIONS]
-        )
+        names = ["resource", "since", "until", "runs", "rows", *DIMENSIONS]
+        # Api columns only when there are api resources: a CSV of tables stays as it was.
+        writer = csv.DictWriter(buf, fieldnames=names + (["kind", *API_COLUMNS] if apis else []))
         writer.writeheader()
         for sc in found:
-            writer.writerow(sc.as_dict())
+            writer.writerow({**sc.as_dict(), **({"kind": "table"} if apis else {})})
+        for q in apis:
+            writer.writerow(_api_csv_row(q))
         text = buf.getvalue()
     if output is not None:
         output.write_text(text, encoding="utf-8")
-        console.print(f"scores of {len(found)} resource(s) written to {output}")
+        console.print(f"scores of {len(found) + len(apis)} resource(s) written to {output}")
     else:
         print(text, end="" if text.endswith("\n") else "\n")
 

@@ -17,14 +17,15 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from exchange.kernel.clock import shown
 
 if TYPE_CHECKING:  # only annotations: importing the CLI must not load the engine
+    from exchange.catalog.model import Catalog
     from exchange.runs.record import RunSummary
     from exchange.runs.results import DeliveryResult
-    from exchange.status import SubscriberStatus
-    from exchange.store.models import Run
+    from exchange.status import RunState, SubscriberStatus
     from exchange.tables.check import CheckReport
 
 # Off a terminal (Airflow task logs, CI, pipes) rich would wrap at 80 columns and split names.
@@ -34,7 +35,11 @@ errors = Console(stderr=True, width=_WIDTH)
 
 
 def target(node: str, table: str) -> str:
-    """Where a subscription lands: ``node.table``, or ``node:/dir`` for file subscriptions."""
+    """Where a subscription lands: ``node.table``, ``node:/dir`` for file subscriptions, and
+    ``— (api)`` for an API subscription, which lands nowhere: it is called through the
+    gateway."""
+    if not node:
+        return "— (api)"
     return f"{node}:{table}" if table.startswith("/") else f"{node}.{table}"
 
 
@@ -42,7 +47,9 @@ local = shown  # a stored UTC time as shown to people: Asia/Shanghai
 
 
 class ProgressReporter:
-    """Progress bars for extracts and loads; transient, so the summary stays readable."""
+    """Progress bars for extracts and loads; transient, so the summary stays readable. Off a
+    terminal there are none: rich would draw nothing there but an empty line when it stops,
+    printed before every result and error."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -52,6 +59,7 @@ class ProgressReporter:
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_interactive,
         )
         self.results: list[DeliveryResult] = []
 
@@ -72,6 +80,9 @@ class ProgressReporter:
         self.results.append(result)
 
 
+_DELIVERY = {"delivered": "[green]delivered", "held": "[yellow]held", "skipped": "[yellow]skipped"}
+
+
 def run_table(summary: RunSummary, results: list[DeliveryResult], title: str = "") -> Table:
     t = Table(title=title or f"run {summary.run_id} of {summary.resource}: {summary.status}")
     notes = any(r.notes for r in results)  # e.g. "added column x to node.table"
@@ -83,7 +94,7 @@ def run_table(summary: RunSummary, results: list[DeliveryResult], title: str = "
         t.add_row(
             str(r.subscription_id),
             target(r.node, r.table),
-            {"delivered": "[green]delivered", "held": "[yellow]held"}.get(r.status, "[red]failed"),
+            _DELIVERY.get(r.status, "[red]failed"),
             f"{r.rows:,}",
             r.watermark or "-",
             f"{r.seconds:.2f}",
@@ -154,7 +165,12 @@ def folder_demo_table(
     return t
 
 
-def runs_table(runs: list[Run]) -> Table:
+def count(n: int | None) -> str:
+    """A run's count as shown: ``-`` when no step wrote it (nothing was parsed), not 0."""
+    return "-" if n is None else f"{n:,}"
+
+
+def runs_table(runs: list[RunState]) -> Table:
     t = Table(title="recent runs")
     for col in (
         "run",
@@ -175,12 +191,32 @@ def runs_table(runs: list[Run]) -> Table:
             r.resource_code,
             r.status,
             r.step,
-            str(r.rows_extracted or 0),
-            str(r.rows_valid or 0),
-            str(r.rows_quarantined or 0),
+            count(r.rows_extracted),
+            count(r.rows_valid),
+            count(r.rows_quarantined),
             local(r.started_at),
             local(r.finished_at),
-            r.error or "",
+            Text(r.error or ""),
+        )
+    return t
+
+
+def lifecycle_table(code: str, runs: list[RunState]) -> Table:
+    """``exchange runs R``: each run's state, last step, who holds it now, and its error."""
+    t = Table(title=f"runs of {code}")
+    for col in ("run", "state", "step", "lease holder", "started (Asia/Shanghai)", "finished"):
+        t.add_column(col, overflow="fold")
+    t.add_column("error", overflow="fold")
+    for r in runs:
+        state = f"{r.status} (resumable)" if r.resumable else r.status
+        t.add_row(
+            r.id,
+            state,
+            r.step,
+            Text(r.holder or "-"),
+            local(r.started_at),
+            local(r.finished_at),
+            Text(r.error or ""),
         )
     return t
 
@@ -190,6 +226,7 @@ def subscribers_table(rows: list[SubscriberStatus]) -> Table:
     for col in (
         "id",
         "resource",
+        "origin",
         "node.table",
         "status",
         "valid until",
@@ -203,12 +240,33 @@ def subscribers_table(rows: list[SubscriberStatus]) -> Table:
         t.add_row(
             str(s.subscription_id),
             s.resource,
+            Text(s.origin or "city"),
             target(s.node, s.table),
             s.status,
             str(s.valid_until),
             s.watermark or "-",
             f"{s.rows_delivered:,}",
             local(s.last_delivery),
-            s.last_error or "",
+            Text(s.last_error or ""),
+        )
+    return t
+
+
+def catalog_table(catalog: Catalog) -> Table:
+    """``exchange catalog list``: every resource, its kind, provider, share and origin (the
+    city's own, or the national or provincial platform it is proxied from)."""
+    t = Table(title=f"resources of {catalog.path}")
+    for col in ("code", "name", "kind", "provider", "share", "origin"):
+        t.add_column(col, overflow="fold")
+    for r in sorted(catalog.resources.values(), key=lambda r: r.code):
+        node = catalog.nodes.get(r.provider)
+        dept = catalog.describe_department(node.department) if node and node.department else ""
+        t.add_row(
+            r.code,
+            Text(r.name),
+            r.kind,
+            Text(f"{r.provider} ({dept})" if dept else r.provider),
+            r.share,
+            Text(r.origin.describe() if r.origin else "city"),
         )
     return t

@@ -1,6 +1,6 @@
 """``exchange subscription``: the workflow (apply | review | withdraw | sign-off | evaluate |
-report-effectiveness | show | suspend | resume | implemented) and the platform engineer's
-``add`` and ``list``.
+report-effectiveness | show | suspend | resume | implemented | remove) and the platform
+engineer's ``add`` and ``list``.
 
 Workflow steps are taken as the user named by ``--as`` (or ``$EXCHANGE_USER``), with that
 user's role checked exactly as in the REST API; without one the CLI acts as the platform admin
@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,13 +22,15 @@ from exchange.cli.options import (
     AtOpt,
     CatalogOpt,
     IdArg,
+    operator,
     parse_time,
     principal,
+    ratings,
+    read_form,
     split_list,
     workspace,
 )
 from exchange.cli.render import console
-from exchange.kernel.errors import BadInput
 
 if TYPE_CHECKING:
     from exchange.workflow.users import Principal
@@ -51,22 +53,26 @@ def _act(
 
 def _print(v: SubscriptionView, detail: bool = False) -> None:
     """A subscription as a short block of plain text (deadlines in Asia/Shanghai)."""
+    # an api subscription lands nowhere: the department calls the gateway with its code
+    where = f"kind api  to {v.target}" if v.kind == "api" else f"to {v.target}"
     out = [
         f"subscription {v.id}  {v.resource} {v.resource_name}  [{v.state}]  SLA {v.sla}",
-        f"  to {v.node}.{v.table}  granted: {', '.join(v.fields)}",
+        f"  {where}  granted: {', '.join(v.fields)}",
     ]
     if v.requested_fields is not None and v.requested_fields != v.fields:
         out.append(f"  requested: {', '.join(v.requested_fields)}")
     if v.department_code:
+        applicant = f"  applicant {v.applicant}" if v.applicant else ""  # added by an admin
         out.append(
-            f"  department {v.department_code} {v.department_name}  urgency {v.urgency}  "
-            f"applicant {v.applicant}"
+            f"  department {v.department_code} {v.department_name}  urgency {v.urgency}{applicant}"
         )
     out.append(f"  valid until {v.valid_until}")
     for d in v.deadlines:
         late = f", {d.late_hours} h late" if d.late_hours else ""
         out.append(f"  deadline {d.kind:<13} {d.party:<28} due {d.due}  {d.status}{late}")
-    if v.next_actions:
+    if v.next_step:
+        out.append(f"  next: {v.next_step}")
+    elif v.next_actions:
         out.append(f"  next: {', '.join(v.next_actions)}")
     if detail:
         for key, value in (v.form or {}).items():
@@ -90,14 +96,24 @@ def _print(v: SubscriptionView, detail: bool = False) -> None:
 
 @app.command("apply")
 def apply(
-    resource: Annotated[str, typer.Argument(help="Resource code.")],
-    node: Annotated[str | None, typer.Option(help="Your front-end node to receive it.")] = None,
+    resource: Annotated[
+        str | None, typer.Argument(help="Resource code (or the form's resource).")
+    ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(help="Your front-end node to receive it (none for an api resource)."),
+    ] = None,
     fields: Annotated[str | None, typer.Option(help="Requested fields, comma-separated.")] = None,
     form: Annotated[
-        Path | None, typer.Option(help="YAML file with the form's fields (options override).")
+        Path | None,
+        typer.Option(help="YAML or JSON file with the form's fields (options override)."),
     ] = None,
-    department_code: Annotated[str | None, typer.Option(help="使用部门代码")] = None,
-    department_name: Annotated[str | None, typer.Option(help="使用部门名称")] = None,
+    department_code: Annotated[
+        str | None, typer.Option(help="使用部门代码 (default: your department; admins give it).")
+    ] = None,
+    department_name: Annotated[
+        str | None, typer.Option(help="使用部门名称 (default: the catalog's name).")
+    ] = None,
     purpose: Annotated[str | None, typer.Option(help="用途及应用场景")] = None,
     legal_basis: Annotated[str | None, typer.Option(help="申请依据")] = None,
     contact_name: Annotated[str | None, typer.Option()] = None,
@@ -106,37 +122,36 @@ def apply(
     system_name: Annotated[str | None, typer.Option(help="业务系统名称")] = None,
     system_ip: Annotated[str | None, typer.Option(help="政务外网 IP")] = None,
     deploy_location: Annotated[str | None, typer.Option(help="部署地点")] = None,
-    days: Annotated[int | None, typer.Option(help="Usage period in days (1-1095).")] = None,
+    usage_days: Annotated[int | None, typer.Option(help="Usage period in days (1-1095).")] = None,
     urgency: Annotated[str | None, typer.Option(help="normal | urgent | critical")] = None,
     urgency_reason: Annotated[str | None, typer.Option(help="Required unless normal.")] = None,
-    table: Annotated[str | None, typer.Option(help="Target table (default: source name).")] = None,
-    schema: Annotated[str | None, typer.Option(help="Target schema.")] = None,
+    technical_notes: Annotated[str | None, typer.Option(help="其他技术请求")] = None,
+    target_table: Annotated[
+        str | None, typer.Option(help="Target table (default: source name).")
+    ] = None,
+    target_schema: Annotated[str | None, typer.Option(help="Target schema.")] = None,
+    days: Annotated[int | None, typer.Option("--days", hidden=True)] = None,
+    table: Annotated[str | None, typer.Option("--table", hidden=True)] = None,
+    schema: Annotated[str | None, typer.Option("--schema", hidden=True)] = None,
     as_user: AsOpt = None,
     at: AtOpt = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
-    """Apply for a resource (申请): conditional ones go to the provider's review."""
-    import yaml
-
+    """Apply for a resource (申请) for your department: conditional ones go to the provider's
+    review. The options are the form's keys (schemas/examples/application.yaml)."""
     from exchange.workflow import service
     from exchange.workflow.application import parse_application
 
-    data: dict[str, Any] = {}
-    if form is not None:
-        try:
-            data = yaml.safe_load(form.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise BadInput(f"form {form}: {exc}") from None
-        if not isinstance(data, dict):
-            raise BadInput(f"form {form}: expected a mapping of the form's fields")
+    data = read_form(form) if form is not None else {}
     given = {
         "resource": resource, "node": node, "fields": split_list(fields),
         "department_code": department_code, "department_name": department_name,
         "purpose": purpose, "legal_basis": legal_basis, "contact_name": contact_name,
         "contact_phone": contact_phone, "contact_email": contact_email,
         "system_name": system_name, "system_ip": system_ip, "deploy_location": deploy_location,
-        "usage_days": days, "urgency": urgency, "urgency_reason": urgency_reason,
-        "target_table": table, "target_schema": schema,
+        "usage_days": usage_days if usage_days is not None else days, "urgency": urgency,
+        "urgency_reason": urgency_reason, "technical_notes": technical_notes,
+        "target_table": target_table or table, "target_schema": target_schema or schema,
     }  # fmt: skip
     data.update({k: v for k, v in given.items() if v is not None})
     application = parse_application(data)
@@ -204,22 +219,16 @@ def evaluate(
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
     """Rate the delivery (评价); this closes the subscription."""
-    from pydantic import ValidationError
-
     from exchange.workflow import service
 
-    parts = split_list(stars)
-    names = list(service.Stars.model_fields)
-    if len(parts) != len(names):
-        raise BadInput(f"--stars needs {len(names)} ratings ({', '.join(names)}), got {stars!r}")
-    try:
-        rating = service.Stars.model_validate(dict(zip(names, parts, strict=True)))
-    except ValidationError as exc:
-        raise BadInput(
-            f"--stars {stars!r}: each rating is 1 to 5 ({exc.error_count()} not)"
-        ) from None
-    _act(catalog, as_user, lambda ws, who: service.evaluate(
-        ws, who, subscription, rating, comment, parse_time(at)))  # fmt: skip
+    def step(ws: Workspace, who: Principal) -> SubscriptionView:
+        # Permission first: one who may not evaluate it is told so, not about its stars.
+        with ws.store.session() as s:
+            service._require_requester(who, service.subscription_row(s, subscription), "evaluate")
+        rating = ratings(service.Stars, stars, "--stars")
+        return service.evaluate(ws, who, subscription, rating, comment, parse_time(at))
+
+    _act(catalog, as_user, step)
 
 
 @app.command("report-effectiveness")
@@ -287,53 +296,84 @@ def subscription_add(
     resource: str,
     node: Annotated[str, typer.Option(help="The requester's front-end node.")],
     until: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="Last day of use.")],
-    fields: Annotated[str, typer.Option(help="Granted fields, comma-separated.")] = "",
-    table: Annotated[str | None, typer.Option(help="Target table (default: source name).")] = None,
-    schema: Annotated[str | None, typer.Option(help="Target schema.")] = None,
-    target_dir: Annotated[
-        str | None, typer.Option("--dir", help="Target directory on a file node.")
+    department: Annotated[
+        str | None,
+        typer.Option(
+            help="Code of the department it is for; the node must be its front-end "
+            "(required unless the node belongs to no department)."
+        ),
     ] = None,
+    fields: Annotated[
+        str | None, typer.Option(help="Granted fields, comma-separated (default: every field).")
+    ] = None,
+    target_table: Annotated[
+        str | None, typer.Option(help="Target table (default: source name).")
+    ] = None,
+    target_schema: Annotated[str | None, typer.Option(help="Target schema.")] = None,
+    target_dir: Annotated[
+        str | None, typer.Option("--target-dir", "--dir", help="Target directory on a file node.")
+    ] = None,
+    table: Annotated[str | None, typer.Option("--table", hidden=True)] = None,
+    schema: Annotated[str | None, typer.Option("--schema", hidden=True)] = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
-    """Add a subscription approved outside the workflow: it starts in implementation."""
+    """Add a subscription approved outside the workflow (admin): it starts in implementation."""
     from exchange.workflow.grants import add_subscription, describe_target
 
     with workspace(catalog) as ws:
         sub = add_subscription(
-            ws, resource, node, split_list(fields), until.date(), target_table=table,
-            target_schema=schema, target_dir=target_dir,
+            ws, resource, node, split_list(fields), until.date(),
+            target_table=target_table or table, target_schema=target_schema or schema,
+            target_dir=target_dir, actor=operator(), department=department,
         )  # fmt: skip
-        if target_dir is not None or not sub.fields:
-            console.print(
-                f"subscription {sub.id}: {resource} -> {describe_target(ws, sub)} "
-                f"until {sub.valid_until}"
-            )
-            return
+        of = f" for {sub.department_code}" if sub.department_code else ""
+        granted = f" ({', '.join(sub.fields)})" if sub.fields else ""  # files: no fields
         console.print(
-            f"subscription {sub.id}: {resource} -> {node}.{sub.target_table} "
-            f"({', '.join(sub.fields)}) until {sub.valid_until}"
+            f"subscription {sub.id}: {resource} -> {describe_target(ws, sub)}{of}{granted} "
+            f"until {sub.valid_until}",
+            markup=False,
         )
+
+
+@app.command("remove")
+def subscription_remove(
+    subscription: IdArg,
+    reason: Annotated[str, typer.Option(help="Why it is removed (required, audited).")],
+    as_user: AsOpt = None,
+    at: AtOpt = None,
+    catalog: CatalogOpt = DEFAULT_CATALOG,
+) -> None:
+    """Remove a subscription added by mistake (admin): never delivered again; its history and
+    deliveries are kept."""
+    from exchange.workflow import service
+
+    _act(catalog, as_user, lambda ws, who: service.remove(
+        ws, who, subscription, reason, parse_time(at)))  # fmt: skip
 
 
 @app.command("list")
 def subscription_list(
     resource: Annotated[str | None, typer.Argument()] = None,
+    as_user: AsOpt = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
 ) -> None:
-    """List subscriptions."""
+    """List subscriptions (with --as or $EXCHANGE_USER: those that user may see)."""
     from rich.table import Table
 
-    from exchange.workflow.grants import list_subscriptions
+    from exchange.workflow.grants import describe_target, list_subscriptions
+    from exchange.workflow.service import visible_to
 
     with workspace(catalog) as ws:
         t = Table(title="subscriptions")
-        for col in ("id", "resource", "node.table", "fields", "status", "valid until"):
+        for col in ("id", "resource", "target", "fields", "status", "valid until"):
             t.add_column(col, overflow="fold")
-        for s in list_subscriptions(ws, resource):
+        visible = visible_to(ws, principal(ws, as_user))
+        for s in list_subscriptions(ws, resource, visible):
             t.add_row(
                 str(s.id),
                 s.resource_code,
-                f"{s.subscriber_node}.{s.target_table}",
+                # node.table, node:/dir for files, — for an api (called, not delivered)
+                describe_target(ws, s) + ("" if s.subscriber_node else " (api)"),
                 ", ".join(s.fields),
                 s.status,
                 str(s.valid_until),

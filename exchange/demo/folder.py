@@ -68,7 +68,10 @@ def run_folder_demo(
     _write(src / "index.xlsx", rng, 12_000)
     for node in TARGETS:
         (home / TARGETS[node]).mkdir(parents=True, exist_ok=True)
-        add_subscription(ws, FOLDER_RESOURCE, node, [], until, target_dir=TARGET_DIR)
+        add_subscription(
+            ws, FOLDER_RESOURCE, node, [], until, target_dir=TARGET_DIR,
+            department=ws.catalog.node(node).department,
+        )  # fmt: skip
     demo = FolderDemo(files=len(_tree(src)))
     say(f"Created {demo.files} annual-report files in {src}")
 

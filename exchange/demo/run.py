@@ -24,6 +24,7 @@ from exchange.flow import Reporter, run_resource
 from exchange.kernel.clock import local_now, today
 from exchange.kernel.settings import Settings
 from exchange.runs.record import RunSummary
+from exchange.store.models import Subscription
 from exchange.workflow.grants import add_subscription
 from exchange.workspace import Workspace
 
@@ -127,6 +128,14 @@ class DemoResult:
     folder: FolderDemo | None = None
 
 
+def _add(ws: Workspace, node: str, fields: list[str], until: dt.date) -> Subscription:
+    """The platform's subscription of a requester's own node, for the node's department."""
+    return add_subscription(
+        ws, RESOURCE, node, fields, until, target_table="enterprise",
+        department=ws.catalog.node(node).department,
+    )  # fmt: skip
+
+
 def run_demo(
     home: Path,
     rows: int = 100_000,
@@ -151,10 +160,7 @@ def run_demo(
     ws = Workspace.open(catalog, Settings(home=home, db_url=f"sqlite:///{home / 'exchange.db'}"))
     try:
         until = today() + dt.timedelta(days=365)
-        subs = {
-            node: add_subscription(ws, RESOURCE, node, fields, until, target_table="enterprise")
-            for node, fields in GRANTS.items()
-        }
+        subs = {node: _add(ws, node, fields, until) for node, fields in GRANTS.items()}
         runs = []
         t0 = time.perf_counter()
         runs.append(

@@ -8,7 +8,8 @@ with python-calamine. Values are converted to the declared types; one that does 
 error naming the file, the line and the field, like a table whose value does not fit.
 
 ``to_table`` writes the pulled files' rows to the run's ``extract/data.parquet``, so the
-table pipeline's validate and load steps deliver them into subscribers' databases.
+table pipeline's validate and load steps deliver them into subscribers' databases; where a key
+is in two files, the later file's row is the one kept (``exchange.files.keys``).
 """
 
 from __future__ import annotations
@@ -17,27 +18,34 @@ import codecs
 import csv
 import datetime as dt
 import io
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import charset_normalizer
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from connectors.arrow_types import ConversionFailed, arrow_schema, conform, rows_to_batch
 from exchange.catalog.files_spec import FilesSpec
 from exchange.catalog.model import Field, Resource
-from exchange.files.pull import pulled_files, staged_path
+from exchange.files.keys import Span, after_removal, file_order, supersede, without
+from exchange.files.pull import note_parse_failed, parse_succeeded, pulled_files, staged_path
 from exchange.files.push import record_files
 from exchange.kernel.errors import BadInput, DataError
 from exchange.kernel.faults import crashpoint
 from exchange.runs.handle import RunHandle, set_step
+from exchange.runs.rundir import RunDir
 from exchange.workspace import Workspace
+from quality.mask import MASK_OF_VALIDATOR, mask_values
 
 _SAMPLE = 1 << 20
 _GB_FAMILY = {"gb2312", "gbk", "gb18030", "hz", "cp936"}
 _DECLARED = {"utf-8": "utf-8-sig", "gbk": "gbk", "gb18030": "gb18030"}
+_PARSED = "parsed"  # the files' rows as read, before a later file's rows replace earlier ones
 
 
 def detect_encoding(path: Path, declared: str = "auto") -> str:
@@ -66,6 +74,8 @@ def detect_encoding(path: Path, declared: str = "auto") -> str:
 
 def _column_map(headers: Sequence[str], fields: Sequence[Field], where: str) -> dict[int, Field]:
     """Header position -> field, matching the field's name or its title."""
+    if not any(str(h or "").strip().lstrip("\ufeff") for h in headers):
+        raise BadInput(f"{where} is empty: no header row")
     by_label: dict[str, Field] = {}
     for f in fields:
         by_label[f.name.strip().lower()] = f
@@ -86,9 +96,20 @@ def _column_map(headers: Sequence[str], fields: Sequence[Field], where: str) -> 
     return found
 
 
-def _data_error(where: str, line: int, exc: ConversionFailed) -> DataError:
+def _shown(value: Any, field: str, fields: Sequence[Field]) -> str:
+    """The failing value as an error shows it: an ID or phone number masked (the error is kept
+    in the run and its audit event), like a quarantine reason's excerpt."""
+    declared = next((f for f in fields if f.name == field), None)
+    kind = MASK_OF_VALIDATOR.get(declared.rules.validator or "") if declared else None
+    if kind is None or value is None:
+        return repr(value)
+    return repr(mask_values(pa.array([str(value)]), kind)[0].as_py())
+
+
+def _data_error(where: str, line: int, exc: ConversionFailed, fields: Sequence[Field]) -> DataError:
+    value = _shown(exc.value, exc.field, fields)
     return DataError(
-        f"{where} line {line}: field {exc.field!r} value {exc.value!r} does not fit: {exc.reason}"
+        f"{where} line {line}: field {exc.field!r} value {value} does not fit: {exc.reason}"
     )
 
 
@@ -99,6 +120,8 @@ def read_csv(
     encoding = detect_encoding(path, spec.encoding)
     with open(path, encoding=encoding, newline="") as fh:
         header = next(csv.reader(io.StringIO(fh.readline()), delimiter=spec.delimiter), [])
+        if not any(h.strip().lstrip("\ufeff") for h in header) and fh.read(_SAMPLE).strip():
+            raise BadInput(f"{where}: its first line is blank: no header row")
     mapping = _column_map(header, fields, where)
     names = [mapping[i].name if i in mapping else f"_ignored_{i}" for i in range(len(header))]
     schema = arrow_schema(fields)
@@ -123,7 +146,7 @@ def read_csv(
             try:
                 yield conform(part, schema)
             except ConversionFailed as exc:
-                raise _data_error(where, line + exc.index, exc) from None
+                raise _data_error(where, line + exc.index, exc, fields) from None
             line += part.num_rows
 
 
@@ -169,7 +192,7 @@ def read_xlsx(
         try:
             return rows_to_batch(buf, schema)
         except ConversionFailed as exc:
-            raise _data_error(where, line + exc.index, exc) from None
+            raise _data_error(where, line + exc.index, exc, fields) from None
 
     for row in rows:
         if not any(v not in ("", None) for v in row):
@@ -184,36 +207,120 @@ def read_xlsx(
 
 
 def read_tabular(path: Path, resource: Resource, where: str) -> Iterator[pa.RecordBatch]:
+    """The file's rows; a file that is not what ``files.format`` says is a ``DataError``
+    naming it (never the reader's traceback)."""
     spec = resource.files
     assert spec is not None
     reader = read_xlsx if spec.format == "xlsx" else read_csv
-    yield from reader(path, spec, resource.fields, resource.batch_size, where)
+    try:
+        yield from reader(path, spec, resource.fields, resource.batch_size, where)
+    except UnicodeDecodeError as exc:
+        advice = (
+            f"the file is not in the declared encoding {spec.encoding}"
+            if spec.encoding and spec.encoding != "auto"
+            else "declare files.encoding"
+        )
+        raise DataError(f"{where}: not {exc.encoding} text at byte {exc.start}; {advice}") from None
+    except pa.ArrowInvalid as exc:  # pyarrow's CSV reader: a line with more or fewer cells
+        # Only the reason: pyarrow quotes the offending line, which may hold personal data.
+        reason = str(exc).splitlines()[0].removeprefix("CSV parse error: ").split(": ")[0]
+        line = _uneven_line(path, spec) if spec.format == "csv" else None
+        at = f" line {line}" if line else ""
+        raise DataError(
+            f"{where}{at}: not a readable {spec.format.upper()} file: {reason}"
+        ) from None
+
+
+def _uneven_line(path: Path, spec: FilesSpec) -> int | None:
+    """The line of the first record whose cell count differs from the header's (pyarrow's
+    streaming reader does not say): only read once a parse has already failed."""
+    try:
+        with open(path, encoding=detect_encoding(path, spec.encoding), newline="") as fh:
+            rows = csv.reader(fh, delimiter=spec.delimiter)
+            width = len(next(rows, []))
+            for row in rows:
+                if row and len(row) != width:
+                    return rows.line_num
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    return None
+
+
+def how_to_go_on(code: str) -> str:
+    """What a terminal parse error of a file run adds: the run stays failed until then."""
+    return (
+        f"fix the file at the source and run again (`exchange run {code}` pulls it again), "
+        f"or drop this run with `exchange run {code} --restart`"
+    )
 
 
 def to_table(ws: Workspace, run: RunHandle) -> int:
     """Parse the pulled files some table subscriber needs into ``extract/data.parquet``, where
-    the table steps (validate, load) take them up."""
+    the table steps (validate, load) take them up: in file order, less the rows a later
+    file's row of the same key replaces (``exchange.files.keys``)."""
     rd, resource = run.dir, run.resource
     if rd.is_done("extract"):
         return int(rd.read_done("extract")["rows"])
     table_subscribers = {d.subscription_id for d in run.plan.tables()}
     pulled = pulled_files(rd)
-    wanted = [
-        f.path
-        for f in run.plan.files
-        if f.path in pulled and table_subscribers & set(f.subscribers)
-    ]
-    rd.reset("extract")
-    rows = 0
-    with rd.writer("extract", arrow_schema(resource.fields)) as writer:
-        for rel in wanted:
-            where = f"resource {resource.code} file {rel}"
-            for batch in read_tabular(staged_path(rd, rel), resource, where):
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    rd.mark_done("extract", {"rows": rows, "high": None, "files": wanted})
+    wanted = sorted(
+        (f for f in run.plan.files if f.path in pulled and table_subscribers & set(f.subscribers)),
+        key=lambda f: file_order(f.path, f.mtime),
+    )
+    rd.reset("extract", _PARSED)
+    spans: list[Span] = []
+    schema = arrow_schema(resource.fields)
+    with rd.writer(_PARSED, schema) as writer:
+        for f in wanted:
+            where = f"resource {resource.code} file {f.path}"
+            start = spans[-1].end if spans else 0
+            rows = 0
+            try:
+                for batch in read_tabular(staged_path(rd, f.path), resource, where):
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            except DataError as exc:  # terminal: the run stays failed until the file is fixed
+                note_parse_failed(rd, f.path)
+                raise DataError(f"{exc}; {how_to_go_on(resource.code)}") from None
+            except BadInput as exc:
+                note_parse_failed(rd, f.path)
+                raise BadInput(f"{exc}; {how_to_go_on(resource.code)}") from None
+            spans.append(Span(f.path, f.mtime, start, start + rows))
+    parse_succeeded(rd)
+    replaced = supersede(rd, _PARSED, resource, spans)
+    rows = _keep(rd, schema, resource.batch_size, replaced.rows)
+    rd.mark_done(
+        "extract",
+        {
+            "rows": rows,
+            "high": None,
+            "files": [f.path for f in wanted],
+            "replaced": len(replaced.rows),
+            "notes": list(replaced.notes),
+            # validate judges these without duplicate_key (exchange.files.keys)
+            "standing": after_removal(replaced.standing, replaced.rows),
+        },
+    )
     set_step(ws, run.id, "extract", rows_extracted=rows)
     crashpoint("extract:done")
+    return rows
+
+
+def _keep(rd: RunDir, schema: pa.Schema, batch_rows: int, replaced: np.ndarray) -> int:
+    """The parsed rows less ``replaced`` become the extract; its row count."""
+    parsed = rd.part(_PARSED)
+    if not len(replaced):  # the usual case: the parsed rows are the extract as they are
+        rows = pq.ParquetFile(parsed).metadata.num_rows
+        os.replace(parsed.parent, rd.part("extract").parent)
+        return int(rows)
+    rows, offset = 0, 0
+    with rd.writer("extract", schema) as writer:
+        for batch in rd.batches(_PARSED, batch_size=batch_rows):
+            kept = without(batch, offset, replaced)
+            writer.write_batch(kept)
+            rows += kept.num_rows
+            offset += batch.num_rows
+    rd.reset(_PARSED)
     return rows
 
 

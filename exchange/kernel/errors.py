@@ -81,6 +81,65 @@ class RunInProgress(Retriable):
     """Another run of the same resource holds the lock."""
 
 
+class RunBusy(RunInProgress):
+    """A live holder has the resource's run lease: nothing was touched. Not terminal: the
+    holder will finish, so a scheduler retries later (the CLI exits 1). ``holder`` is its name
+    (``pid N@host`` for a CLI process, the Airflow DAG run otherwise)."""
+
+    def __init__(
+        self, resource: str, holder: str, run_id: str | None, who: str, since: str, timeout: str
+    ):
+        self.resource, self.holder, self.run_id = resource, holder, run_id
+        super().__init__(
+            f"resource {resource} is running: {holder} holds it (run {run_id or 'being planned'}"
+            f", {who}, since {since}); nothing was touched. Wait for it to finish "
+            f"(`exchange runs {resource}` shows it); a holder whose process is gone is taken "
+            f"over by the next run, one that went silent {timeout} after its last heartbeat"
+        )
+
+
+class LeaseLost(ExchangeError):
+    """This process's holder lost the resource's run lease to another one (its heartbeat went
+    stale and the other took over): it stops, so that two processes never work on one run.
+    Terminal: the run is the new holder's now."""
+
+    terminal = True
+
+    def __init__(self, resource: str, to: str, at: str, done: str):
+        self.resource, self.to = resource, to
+        super().__init__(
+            f"lost the lease of resource {resource} to {to} at {at}: stopping; nothing after "
+            f"{done} was done by this process"
+        )
+
+
+class RunFailed(ExchangeError):
+    """A step of the run raised earlier (its error is kept on the run, which stays unfinished
+    and is resumed by the next run); closing it now would hide that. Terminal."""
+
+    terminal = True
+
+    def __init__(self, resource: str, run_id: str, error: str):
+        self.resource, self.run_id, self.error = resource, run_id, error
+        super().__init__(
+            f"resource {resource} run {run_id}: {error}. Not closed: the next run resumes it "
+            f"(`exchange run {resource}` or the next DAG run); `exchange run {resource} "
+            f"--restart` abandons it and starts a new one"
+        )
+
+
+class RunDirGone(NotFound):
+    """An unfinished run's staging directory is no longer where the store says it is."""
+
+    def __init__(self, run_id: str, resource: str, directory: str):
+        self.run_id, self.resource, self.directory = run_id, resource, directory
+        super().__init__(
+            f"run {run_id} of resource {resource}: its directory {directory} is gone (moved or "
+            f"deleted); the next `exchange run {resource}` (or DAG run) abandons it and starts "
+            f"a new run"
+        )
+
+
 class RunHeld(ExchangeError):
     """Quality held a run back (too many bad rows, an implausible row count): no subscriber
     received anything, watermarks stayed. Terminal: a retry cannot change the verdict."""

@@ -10,7 +10,14 @@ from __future__ import annotations
 DATABASE_KINDS: tuple[str, ...] = ("postgresql", "mysql", "oracle", "sqlite")
 #: File nodes (FTP/SFTP directories of a front-end machine, or a local directory).
 FILE_NODE_KINDS: tuple[str, ...] = ("sftp", "ftp", "ftps", "local")
-NODE_KINDS: tuple[str, ...] = DATABASE_KINDS + FILE_NODE_KINDS
+#: Upstream interface gateways (a provincial or national platform's API): a base URL and an
+#: authentication scheme instead of a connection; the providers of ``api`` resources.
+HTTP_NODE_KINDS: tuple[str, ...] = ("http",)
+NODE_KINDS: tuple[str, ...] = DATABASE_KINDS + FILE_NODE_KINDS + HTTP_NODE_KINDS
+
+#: How the city authenticates to an http node (``connectors/http/schemes/``, one module each):
+#: ``none``; ``header`` (a credential in a named header); ``tif`` (the platform's signed headers).
+AUTH_SCHEMES: tuple[str, ...] = ("none", "header", "tif")
 
 #: Resource kinds (库表 / 文件 / 文件夹 / 服务接口).
 RESOURCE_KINDS: tuple[str, ...] = ("table", "file", "folder", "api")
@@ -30,6 +37,6 @@ LOGICAL_TYPES: tuple[str, ...] = (
     "text",
     "date",
     "timestamp",  # a wall-clock time in Asia/Shanghai, as government databases keep them
-    "timestamptz",  # an instant (README, Dialects: how each dialect holds one)
+    "timestamptz",  # an instant (docs/runs.md, Dialects: how each holds one)
     "boolean",
 )

@@ -1,4 +1,5 @@
-"""Source text that is not valid UTF-8, carried to validation instead of failing the read.
+"""Text: source text that is not valid UTF-8, carried to validation instead of failing the
+read; and the words of messages (``a_or_an``: "an integer", "a table"; ``plural``: "1 row").
 
 A provider's SQLite file may hold TEXT that is not UTF-8 (bytes written by a legacy
 application: GBK, Latin-1, a truncated sequence) or a lone surrogate encoded as three bytes
@@ -41,3 +42,21 @@ codecs.register_error(ERRORS, _mark)
 def decode_marked(data: bytes) -> str:
     """``data`` as UTF-8, with a mark for each sequence that is not UTF-8 (never raises)."""
     return data.decode("utf-8", ERRORS)
+
+
+# Words that start with a vowel letter but a consonant sound ("a unique key", "a user").
+_CONSONANT_SOUND = ("uni", "use", "usu", "uti", "eu", "one", "once")
+
+
+def a_or_an(noun: str) -> str:
+    """``noun`` with its indefinite article, for messages built from a kind or type name:
+    ``an integer``, ``an urgent``, ``a table``, ``a unique``."""
+    word = noun.lower()
+    vowel = word[:1] in ("a", "e", "i", "o", "u") and not word.startswith(_CONSONANT_SOUND)
+    return f"{'an' if vowel else 'a'} {noun}"
+
+
+def plural(n: int, noun: str, many: str | None = None) -> str:
+    """``n`` and ``noun``, counted: ``1 row``, ``2 rows``, ``1,000 rows`` (``many``: an
+    irregular plural)."""
+    return f"{n:,} {noun if n == 1 else many or noun + 's'}"

@@ -1,4 +1,4 @@
-"""The quality tables of the metadata store (migrations 0003, 0005)."""
+"""The quality tables of the metadata store (migrations 0003, 0005, 0009, 0010)."""
 
 from __future__ import annotations
 
@@ -29,8 +29,28 @@ class QuarantineEntry(Base):
     # The hash of the row's values (migration 0005; NULL before): the same row quarantined
     # again unchanged is neither counted again nor listed twice.
     row_hash: Mapped[bytes | None] = mapped_column(sa.LargeBinary(16))
+    # When a key field holds ID or phone numbers (migration 0009): ``row_key`` is the masked
+    # key as shown, and this keyed hash of the raw key is what later runs match it by.
+    key_digest: Mapped[bytes | None] = mapped_column(sa.LargeBinary(16))
 
-    __table_args__ = (sa.Index("ix_quality_quarantine_key", "resource_code", "row_key"),)
+    __table_args__ = (
+        sa.Index("ix_quality_quarantine_key", "resource_code", "row_key"),
+        sa.Index("ix_quality_quarantine_digest", "resource_code", "key_digest"),
+    )
+
+
+class QuarantineKeyCheck(Base):
+    """The check value of the quarantine key (migration 0010): an HMAC of a constant under the
+    key in $EXCHANGE_HOME, recorded when the key is first used. A key file that is missing or
+    does not match it is refused: every masked key in the store was made with the original."""
+
+    __tablename__ = "quality_key_check"
+
+    id: Mapped[int] = mapped_column(primary_key=True, default=1)
+    check_value: Mapped[bytes] = mapped_column(sa.LargeBinary(32))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (sa.CheckConstraint("id = 1", name="ck_quality_key_check_one_row"),)
 
 
 class QualityRunStat(Base):
@@ -89,7 +109,10 @@ class ErrorReport(Base):
     resource_code: Mapped[str] = mapped_column(sa.String(64), index=True)
     subscription_id: Mapped[int | None] = mapped_column(sa.ForeignKey("subscriptions.id"))
     reporter: Mapped[str] = mapped_column(sa.String(100))
+    # When a key field holds ID or phone numbers: ``row_keys`` are masked as shown, and
+    # ``key_digests`` (migration 0010; hex, one per key) are what deliveries are matched by.
     row_keys: Mapped[list[str]]
+    key_digests: Mapped[list[str] | None] = mapped_column(sa.JSON(none_as_null=True))
     fields: Mapped[list[str]]
     description: Mapped[str] = mapped_column(sa.Text)
     discovered_on: Mapped[dt.date | None]
@@ -114,6 +137,8 @@ class ErrorReportDelivery(Base):
     delivery_id: Mapped[int] = mapped_column(sa.ForeignKey("deliveries.id"))
     run_id: Mapped[str] = mapped_column(sa.String(64))
     subscription_id: Mapped[int]
-    keys: Mapped[list[str]]
+    keys: Mapped[list[str]]  # masked as the report's ``row_keys``
+    # theirs, when the report has them
+    key_digests: Mapped[list[str] | None] = mapped_column(sa.JSON(none_as_null=True))
 
     __table_args__ = (sa.UniqueConstraint("report_id", "delivery_id", name="uq_report_delivery"),)

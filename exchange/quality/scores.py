@@ -1,7 +1,7 @@
-"""Scores on the six assessment dimensions of seed 004 §10, per resource and period.
+"""Scores on the six assessment dimensions of source document 004 §10, per resource and period.
 
 Each is a share in 0..100 (higher is better); None when the period holds nothing to judge.
-The formulas are in the README ("Data quality"); in short, over the runs started in the
+The formulas are in docs/quality.md; in short, over the runs started in the
 period (R runs, N rows extracted in all, bad_d rows failing a rule of dimension d):
 
 * continuity   = slots of the update cycle with a successful run / slots expected
@@ -10,6 +10,10 @@ period (R runs, N rows extracted in all, bad_d rows failing a rule of dimension 
 * authenticity = 1 − bad_authenticity / N  (check characters, birth dates, ranges, no future)
 * completeness = 1 − bad_completeness / N  (required values)
 * validity     = runs neither stale nor held back / R
+
+Api resources have no runs: ``resource_scores`` leaves them out, and their own dimensions
+(availability, timeliness: exchange.gateway.usage.api_quality) are read from the gateway's
+usage rows by the face that shows both, since this layer may not import the gateway.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from exchange.quality.models import QualityRunStat
 from exchange.store.models import Run
 from exchange.workspace import Workspace
 from quality.rules import AUTHENTICITY, COMPLETENESS, CONSISTENCY, NORMATIVITY
+
+#: The resource kind called through the gateway (kinds.RESOURCE_KINDS), not run.
+API_KIND = "api"
 
 DIMENSIONS = (
     "continuity",
@@ -112,6 +119,14 @@ def _share(bad: int, total: int) -> float | None:
     return None if total == 0 else round(100.0 * (1 - bad / total), 1)
 
 
+def api_resources(ws: Workspace, resource_code: str | None = None) -> list[str]:
+    """The catalog's api resources (or ``resource_code``, if it is one), in code order: those
+    scored on availability and timeliness instead (exchange.gateway.usage.api_quality)."""
+    if resource_code:
+        return [resource_code] if ws.catalog.resource(resource_code).kind == API_KIND else []
+    return sorted(c for c, r in ws.catalog.resources.items() if r.kind == API_KIND)
+
+
 def resource_scores(
     ws: Workspace,
     since: dt.date,
@@ -119,11 +134,15 @@ def resource_scores(
     resource_code: str | None = None,
     calendar: WorkCalendar | None = None,
 ) -> list[Score]:
-    """The six scores of every resource (or one) over local days ``since`` .. ``until``."""
+    """The six scores of every resource (or one) over local days ``since`` .. ``until``.
+
+    Api resources have no runs to score: they are left out (an api ``resource_code`` gives
+    no score); their quality comes from the gateway's usage rows (``api_resources``)."""
     calendar = calendar or default_calendar()
-    codes = [resource_code] if resource_code else sorted(ws.catalog.resources)
     if resource_code:
         ws.catalog.resource(resource_code)
+    codes = [resource_code] if resource_code else sorted(ws.catalog.resources)
+    codes = [c for c in codes if ws.catalog.resources[c].kind != API_KIND]
     lo, hi = _utc(since), _utc(until + dt.timedelta(days=1))
     out: list[Score] = []
     with ws.store.session() as s:
@@ -164,7 +183,8 @@ def _score(
 ) -> Score:
     ok = [r for r in runs if r.status == "succeeded"]
     if cycle == "on_demand":
-        finished = [r for r in runs if r.status != "running"]
+        # Closed runs only: a failed step leaves its run open and resumable (not yet a miss).
+        finished = [r for r in runs if r.finished_at is not None]
         continuity = _share(len(finished) - len(ok), len(finished))
     else:
         # Slots before the resource's first run ever are not held against it.

@@ -1,4 +1,4 @@
-"""Quality tickets: flag → quarantine → review → handle (seed 004 §9d).
+"""Quality tickets: flag → quarantine → review → handle (source document 004 §9d).
 
 Each run with bad rows (or a held-back delivery, or stale data) opens a ticket for the
 provider, or updates the one still open: counts by rule, sample keys, findings. The provider
@@ -19,11 +19,16 @@ from exchange.catalog.model import Resource
 from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, NotFound
 from exchange.kernel.workdays import add_working_days
+from exchange.quality.access import PLATFORM, require_admin, require_provider
 from exchange.quality.models import QualityTicket
+from exchange.quality.retention import scrub_after_commit
+from exchange.workflow.users import Principal
+from exchange.workspace import Workspace
 
 ANSWER_DAYS = 3
 RESOLUTIONS = ("fixed_at_source", "accepted", "will_not_fix")
 SAMPLE_KEYS = 10
+PLATFORM_ACTOR = PLATFORM.name  # no user named: the platform itself (the demo, a test)
 
 
 def note_run(
@@ -132,9 +137,10 @@ def checked_answer(resolution: str, reason: str) -> str:
 
 
 def answer_ticket(
-    s: Session, ticket_id: int, resolution: str, reason: str, actor: str = "provider"
+    s: Session, ticket_id: int, resolution: str, reason: str, actor: str = PLATFORM_ACTOR
 ) -> QualityTicket:
-    """The provider's answer: fixed at the source, accepted as correct, or will not fix."""
+    """The provider's answer: fixed at the source, accepted as correct, or will not fix.
+    ``actor`` is the user who answers (``answer_as`` checks that it may)."""
     reason = checked_answer(resolution, reason)
     ticket = _get(s, ticket_id)
     if ticket.status != "open":
@@ -152,12 +158,37 @@ def answer_ticket(
     return ticket
 
 
-def close_ticket(s: Session, ticket_id: int, actor: str = "platform") -> QualityTicket:
-    """Close an answered ticket (the platform's review of the answer)."""
+def close_ticket(s: Session, ticket_id: int, actor: str = PLATFORM_ACTOR) -> QualityTicket:
+    """Close an answered ticket (the platform's review of the answer). Once the close commits,
+    the review of its finished runs that no other unclosed ticket lists is over: their
+    quarantine files keep only the masked reasons and their extract and valid copies are
+    removed (the raw rows were kept for the review: ``exchange.quality.retention``). A file
+    that cannot be rewritten then is logged; the close stands."""
     ticket = _get(s, ticket_id)
     if ticket.status != "answered":
         raise BadInput(f"ticket {ticket_id} is {ticket.status}; answer it before closing")
     ticket.status, ticket.closed_at = "closed", utcnow()
     ticket.updated_at = ticket.closed_at
     audit.append(s, "quality.ticket.closed", f"ticket:{ticket.id}", {}, actor)
+    s.flush()  # the closed status is what ``scrub_after_commit`` reads
+    scrub_after_commit(s, ticket.runs)
     return ticket
+
+
+def answer_as(
+    ws: Workspace, who: Principal, ticket_id: int, resolution: str, reason: str
+) -> QualityTicket:
+    """``answer_ticket`` by ``who``, who must be of the resource's provider department (or an
+    admin); checked before the answer itself, and audited under ``who``'s name."""
+    with ws.store.session() as s:
+        ticket = _get(s, ticket_id)
+        require_provider(ws, who, ticket.resource_code, f"answer ticket {ticket_id}")
+        return answer_ticket(s, ticket_id, resolution, reason, who.name)
+
+
+def close_as(ws: Workspace, who: Principal, ticket_id: int) -> QualityTicket:
+    """``close_ticket`` by ``who``, who must be a platform admin (the platform reviews the
+    provider's answer and closes the ticket)."""
+    require_admin(who, f"close ticket {ticket_id}")
+    with ws.store.session() as s:
+        return close_ticket(s, ticket_id, who.name)

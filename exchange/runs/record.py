@@ -27,14 +27,17 @@ class RunSummary:
     held: str | None = None  # why validation held the whole delivery back
     stale: str | None = None  # the data is older than its update cycle allows
     note: str | None = None  # e.g. why nothing was read (no deliverable subscription)
+    notes: tuple[str, ...] = ()  # what starting the run did (an earlier run abandoned), and
+    # what its extract decided (a key in two files: the later file's row)
 
 
 def finish(ws: Workspace, run: RunHandle) -> RunSummary:
-    """Mark the run succeeded (every planned subscriber served), held (quality held it back:
-    nobody was served) or failed, and audit it."""
+    """Mark the run succeeded (every planned subscriber served, or skipped: no longer allowed
+    to receive it), held (quality held it back: nobody was served) or failed, and audit it."""
     checked = run.dir.read_done("validate") if run.dir.is_done("validate") else {}
     held = checked.get("held")
     extracted = run.dir.read_done("extract") if run.dir.is_done("extract") else {}
+    notes = run.notes + tuple(extracted.get("notes", ()))  # the extract's: keys in two files
     with ws.store.session() as s:
         rows = {
             d.subscription_id: d
@@ -43,7 +46,7 @@ def finish(ws: Workspace, run: RunHandle) -> RunSummary:
         failures = {
             sid: (rows[sid].error if sid in rows else "not delivered") or "failed"
             for sid in run.plan.subscription_ids
-            if sid not in rows or rows[sid].status != "delivered"
+            if sid not in rows or rows[sid].status not in ("delivered", "skipped")
         }
         r = s.get(Run, run.id)
         assert r is not None
@@ -53,11 +56,17 @@ def finish(ws: Workspace, run: RunHandle) -> RunSummary:
         r.error = "; ".join(f"subscription {k}: {v}" for k, v in sorted(failures.items())) or None
         if held and not r.error:
             r.error = f"held back: {held}"
+        audit.configure(ws.store, ws.settings)  # its key and witness are this home's
         audit.append(
             s,
             f"run.{r.status}",
             f"run:{run.id}",
-            {"resource": r.resource_code, "failed": sorted(failures)},
+            {
+                "resource": r.resource_code,
+                "failed": sorted(failures),
+                **({"notes": list(notes)} if notes else {}),
+            },
+            checkpoint=True,  # the end of every run is sealed in a checkpoint
         )
         return RunSummary(
             run.id,
@@ -70,4 +79,5 @@ def finish(ws: Workspace, run: RunHandle) -> RunSummary:
             held,
             checked.get("stale"),
             extracted.get("skipped"),
+            notes,
         )

@@ -8,6 +8,7 @@ also completes its implementation in the workflow (same transaction).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from exchange import audit
 from exchange.kernel.clock import utcnow
 from exchange.runs.delivered import remember
-from exchange.store.models import Delivery, Watermark
+from exchange.store.models import Delivery, Subscription, Watermark
 from exchange.workflow.engine import on_delivered
 from exchange.workspace import Workspace
 
@@ -27,7 +28,7 @@ class DeliveryResult:
     subscription_id: int
     node: str
     table: str  # the target table, or ``/dir`` for files
-    status: str  # delivered | failed | held (quality held the run's delivery back)
+    status: str  # delivered | failed | held (quality held the run back) | skipped (not allowed)
     rows: int  # rows merged, or files put and deleted
     seconds: float
     watermark: str | None = None
@@ -49,6 +50,14 @@ def recorded(ws: Workspace, run_id: str, subscription_id: int) -> DeliveryResult
             subscription_id, "", "", row.status, row.rows, row.seconds or 0.0, row.watermark,
             row.error,
         )  # fmt: skip
+
+
+def deliveries_recorded(ws: Workspace, run_id: str) -> int:
+    """How many subscribers this run has recorded a delivery for (any outcome): once one has,
+    the run's staged copies are what it was served from, and are not redone from the source."""
+    with ws.store.session() as s:
+        q = sa.select(sa.func.count()).select_from(Delivery).where(Delivery.run_id == run_id)
+        return int(s.execute(q).scalar_one())
 
 
 def record_delivery(
@@ -83,12 +92,16 @@ def record_delivery(
                 wm.value, wm.run_id = result.watermark, run_id
         if result.status == "delivered" and held_rows is not None:
             remember(s, result.subscription_id, held_rows)
+        # Who received what, in the tamper-evident record itself (``exchange audit who``):
+        # the subscription's row may change later, its event does not.
+        sub = s.get(Subscription, result.subscription_id)
         audit.append(
             s,
             f"delivery.{result.status}",
             f"subscription:{result.subscription_id}",
             {
                 "run": run_id,
+                **_receiver(sub),
                 "node": result.node,
                 "table": result.table,
                 "rows": result.rows,
@@ -99,3 +112,15 @@ def record_delivery(
         )
         if result.status == "delivered":  # the first delivery completes implementation
             on_delivered(s, result.subscription_id, run_id, utcnow())
+
+
+def _receiver(sub: Subscription | None) -> dict[str, Any]:
+    """The resource, the receiving department and the fields granted at the delivery."""
+    if sub is None:
+        return {}
+    return {
+        "resource": sub.resource_code,
+        "department": sub.department_code,
+        "department_name": sub.department_name,
+        "fields": list(sub.fields),
+    }

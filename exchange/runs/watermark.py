@@ -8,6 +8,7 @@ from typing import Any
 
 from exchange.catalog.model import Field
 from exchange.kernel.clock import SHANGHAI
+from exchange.kernel.text import a_or_an
 
 
 def encode(value: Any) -> str | None:
@@ -69,4 +70,4 @@ def below(text: str | None, field: Field, lag: str | int) -> Any:
     if isinstance(value, dt.date):
         days = -(-amount // dt.timedelta(days=1))  # rounded up
         return value - dt.timedelta(days=days)
-    raise ValueError(f"cursor {field.name}: a {field.type} cursor takes no time lag {lag!r}")
+    raise ValueError(f"cursor {field.name}: {a_or_an(field.type)} cursor takes no time lag {lag!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.registry import normalise_url
 from connectors.secrets import safe_url
-from exchange.kernel.errors import ConnectionFailed
+from exchange.kernel.errors import ConnectionFailed, NotFound
+from exchange.kernel.modes import private_file
+from exchange.store.models import Installation
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -33,8 +36,14 @@ def create_store_engine(url: str) -> Engine:
     """An engine for the metadata store (SQLite file by default, PostgreSQL in production)."""
     u = normalise_url(url)
     kwargs: dict[str, Any] = {}
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+        # The store holds quarantine indexes, codes' digests and the audit log: made 0600
+        # before SQLite creates it (its -wal and -shm files take the database file's mode).
+        db = Path(u.database)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if not db.exists():
+            os.close(private_file(db, os.O_WRONLY | os.O_CREAT))
     if u.get_backend_name() == "sqlite":
-        Path(u.database or ".").parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"timeout": 30}
     engine = sa.create_engine(u, **kwargs)
     if u.get_backend_name() == "sqlite":
@@ -73,12 +82,39 @@ class Store:
         if migrate:
             upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._installation_id: str | None = None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose work commits on success and rolls back on error."""
-        with self._sessions() as s, s.begin():
-            yield s
+        """A session whose work commits on success and rolls back on error. It carries the
+        store (``s.info["store"]``): the audit log's sealer, run after a commit that appended
+        events, opens its own transaction on it."""
+        with self._sessions() as s:
+            s.info["store"] = self
+            with s.begin():
+                yield s
+
+    @property
+    def installation_id(self) -> str:
+        """This store's installation id: generated once (migration 0007), read ever after.
+        It keys the delivery markers this installation writes in every target database."""
+        if self._installation_id is None:
+            self._installation_id = self._read_installation_id()
+        return self._installation_id
+
+    def _read_installation_id(self) -> str:
+        with self.session() as s:
+            found = s.execute(sa.select(Installation.installation_id)).scalar()
+        if found is None:
+            # Never a new one: the markers this installation wrote in every subscriber's
+            # database carry the lost id, and a new id would disown them all.
+            raise NotFound(
+                f"the metadata store ({safe_url(self.engine.url)}) has no installation id: its "
+                "table 'installation' is empty. Restore that row from a backup of this store; "
+                "the id keys the delivery markers this installation wrote in every "
+                "subscriber's database"
+            )
+        return found
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,16 +1,23 @@
 """One exclusive lock for the metadata store's writers that must not interleave.
 
-The audit chain needs it (each event links to the head that was current when it was written)
-and so do workflow steps (each reads a state and writes the next). It is held until the
-transaction ends.
+Workflow steps need it (each reads a state and writes the next). It is held until the
+transaction ends. The audit chain no longer takes it: appenders take no lock, and the audit
+sealer (exchange.audit.seal) holds a lock of its own.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from exchange.store.models import AuditEvent
+
+if TYPE_CHECKING:
+    from exchange.store.db import Store
 
 LOCK_KEY = 0x6578636861696E  # "exchain": the advisory-lock key on PostgreSQL
 
@@ -25,3 +32,12 @@ def serialize(s: Session) -> None:
         # isolated: an UPDATE that matches nothing takes SQLite's one write lock now, and
         # what this transaction reads afterwards is current until it commits.
         s.execute(sa.update(AuditEvent).where(AuditEvent.id < 0).values(kind=AuditEvent.kind))
+
+
+@contextmanager
+def locked_session(store: Store) -> Iterator[Session]:
+    """A transaction that holds the writer lock from its start: a step that reads a state and
+    writes the next (a workflow step, a code issued) reads the current one."""
+    with store.session() as s:
+        serialize(s)
+        yield s

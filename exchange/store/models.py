@@ -65,7 +65,9 @@ class Run(Base):
 
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     resource_code: Mapped[str] = mapped_column(sa.String(64), index=True)
-    status: Mapped[str] = mapped_column(sa.String(20))  # running | succeeded | failed
+    # running | failed (a step raised, resumable until closed) | succeeded | held | abandoned;
+    # exchange.status shows a `running` row that no live lease holds as `interrupted`.
+    status: Mapped[str] = mapped_column(sa.String(20))
     step: Mapped[str] = mapped_column(sa.String(20))  # last step completed
     full: Mapped[bool] = mapped_column(default=False)
     staging_dir: Mapped[str] = mapped_column(sa.String(1000))
@@ -75,6 +77,38 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None]
+
+
+class RunLease(Base):
+    """Who is working on a resource's run now: one row per resource while a holder (a CLI
+    process, or an Airflow DAG run: ``shared``) has it (``exchange.runs.lease``); ``pid`` and
+    ``host`` are the process that took it, ``heartbeat_at`` the last beat of any member."""
+
+    __tablename__ = "run_leases"
+
+    resource_code: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    holder: Mapped[str] = mapped_column(sa.String(200))
+    pid: Mapped[int]
+    host: Mapped[str] = mapped_column(sa.String(255))
+    acquired_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    shared: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
+
+
+class RunLeaseMember(Base):
+    """One process working for a lease's holder now (a DAG run's parallel tasks are several):
+    each gives back its own row, so one finishing never frees the lease for its siblings."""
+
+    __tablename__ = "run_lease_members"
+
+    resource_code: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    token: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(200))
+    pid: Mapped[int]
+    host: Mapped[str] = mapped_column(sa.String(255))
+    joined_at: Mapped[dt.datetime]
+    heartbeat_at: Mapped[dt.datetime]
 
 
 class Delivery(Base):
@@ -112,15 +146,43 @@ class AuditEvent(Base):
     """One link of the hash-chained audit log."""
 
     __tablename__ = "audit_events"
+    # The unchained events, in id order, for the sealer (migration 0012).
+    __table_args__ = (
+        sa.Index(
+            "ix_audit_events_pending", "id",
+            postgresql_where=sa.text("seq IS NULL"), sqlite_where=sa.text("seq IS NULL"),
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)  # windows of time
     actor: Mapped[str] = mapped_column(sa.String(100))
     kind: Mapped[str] = mapped_column(sa.String(50))
     subject: Mapped[str] = mapped_column(sa.String(200))
     payload: Mapped[dict[str, Any]]
-    prev_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # NULL until the sealer chains the event (exchange.audit.seal): appenders take no lock, and
+    # the chain runs in ``seq`` order, not ``id`` order (ids are handed out before commit).
+    seq: Mapped[int | None] = mapped_column(sa.BigInteger, unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    hash: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """A signed seal over a consecutive range of the chain (exchange.audit.checkpoints);
+    ``witnessed`` once its line is in the witness file outside the store."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    seq_from: Mapped[int] = mapped_column(sa.BigInteger)
+    seq_to: Mapped[int] = mapped_column(sa.BigInteger)
+    count: Mapped[int]
+    head_hash: Mapped[str] = mapped_column(sa.String(64))
+    at: Mapped[dt.datetime]
+    prev_signature: Mapped[str] = mapped_column(sa.Text)
+    key_id: Mapped[str] = mapped_column(sa.String(32))
+    signature: Mapped[str] = mapped_column(sa.Text)
+    witnessed: Mapped[bool] = mapped_column(default=False)
 
 
 class FileTarget(Base):
@@ -147,3 +209,29 @@ class DeliveredRow(Base):
         sa.ForeignKey("subscriptions.id"), primary_key=True
     )
     row_hash: Mapped[bytes] = mapped_column(sa.LargeBinary(16), primary_key=True)
+
+
+class Installation(Base):
+    """This metadata store's one installation id (migration 0007), generated once: it keys the
+    delivery markers this installation writes in a target database, so that two installations
+    delivering into one database never read or replace each other's markers."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1: one row
+    installation_id: Mapped[str] = mapped_column(sa.String(32), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (sa.CheckConstraint("id = 1", name="ck_installation_one_row"),)
+
+
+class RunPrune(Base):
+    """A finished run whose staging directory was removed after the retention period
+    (``exchange.runs.prune``); the run's row stays."""
+
+    __tablename__ = "run_prunes"
+
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("runs.id"), primary_key=True)
+    pruned_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    bytes_removed: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    files_removed: Mapped[int] = mapped_column(default=0)

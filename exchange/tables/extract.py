@@ -13,6 +13,7 @@ from exchange.kernel.faults import crashpoint
 from exchange.runs import watermark
 from exchange.runs.handle import RunHandle, set_step
 from exchange.workspace import Workspace, source_spec
+from quality.mask import mask_text
 
 Progress = Callable[[int], None]
 NOTHING_READ = "no deliverable subscription: nothing read"
@@ -54,7 +55,9 @@ def extract(ws: Workspace, run: RunHandle, on_rows: Progress | None = None) -> i
                     on_rows(batch.num_rows)
                 crashpoint("extract:batch")
     except DataError as exc:
-        raise DataError(f"resource {resource.code}: {exc}") from None
+        # The connector quotes the row key and the value that did not fit: shown, logged and
+        # kept on the run, so an ID or mobile number in them is masked.
+        raise DataError(mask_text(f"resource {resource.code}: {exc}")) from None
     finally:
         source.close()
     rd.mark_done("extract", {"rows": rows, "high": watermark.encode(high)})

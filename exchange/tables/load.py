@@ -32,6 +32,7 @@ from exchange.runs.rundir import RunDir
 from exchange.tables import window
 from exchange.tables.check import refusals
 from exchange.workspace import Workspace
+from quality.mask import mask_text
 
 
 def _projected(
@@ -125,10 +126,16 @@ def load_subscriber(
                     on_rows=on_rows,
                     keep=_quarantined_keys(rd, resource) if d.delete_missing else None,
                 )
+                if target.deleted:
+                    notes += (
+                        f"deleted {target.deleted:,} rows the source no longer has from "
+                        f"{d.node}.{spec.qualified}",
+                    )
         finally:
             target.close()
     except (ExchangeError, sa.exc.SQLAlchemyError, OSError) as exc:
         message = str(exc) if isinstance(exc, ExchangeError) else _db_message(d.node, exc)
+        message = mask_text(message)  # it may quote the row key or the value (an ID number)
         result = DeliveryResult(
             d.subscription_id, d.node, d.table, "failed", 0, time.perf_counter() - started,
             d.since, message,

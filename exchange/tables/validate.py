@@ -5,19 +5,23 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exchange.kernel.clock import local_now
 from exchange.kernel.faults import crashpoint
+from exchange.kernel.modes import private_copy, private_dirs
 from exchange.quality.quarantine import already_quarantined, judge_run, record_validation
 from exchange.runs.handle import RunHandle, set_step
 from exchange.runs.rundir import RunDir
 from exchange.workspace import Workspace
-from quality import Rule, evaluate, rules_for_resource
+from quality import Rule, Verdict, evaluate, rules_for_resource
 from quality.rules import DuplicateKey, Unique
 
 
@@ -41,25 +45,67 @@ def _same_file(source: Path, target: Path) -> None:
     not possible), instead of decoding and encoding every row again."""
     if not source.exists():
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(target.parent)
     try:
-        os.link(source, target)
+        os.link(source, target)  # the extract's own inode, and so its 0600
     except OSError:
-        shutil.copyfile(source, target)
+        private_copy(source, target)
 
 
-def _bound_to_run(rules: list[Rule], rd: RunDir) -> list[Rule]:
+def _bound_to_run(rules: list[Rule], rd: RunDir, standing: np.ndarray) -> list[Rule]:
     """Rules that judge a value against the whole run (unique) see the staged column once;
-    key integrity reads the staged key columns a batch at a time (8 bytes a row kept)."""
+    key integrity reads the staged key columns a batch at a time (8 bytes a row kept), less
+    the ``standing`` rows."""
     out: list[Rule] = []
     for rule in rules:
         if isinstance(rule, Unique):
             column = pq.read_table(rd.part("extract"), columns=[rule.field]).column(rule.field)
             rule = rule.over(column)
         elif isinstance(rule, DuplicateKey):
-            rule = rule.over(functools.partial(rd.batches, "extract", columns=list(rule.keys)))
+            rule = rule.over(functools.partial(_key_batches, rd, list(rule.keys), standing))
         out.append(rule)
     return out
+
+
+def _in(batch: pa.RecordBatch, offset: int, rows: np.ndarray) -> np.ndarray:
+    """The positions within ``batch`` (at ``offset`` in its part) of ``rows`` (ascending)."""
+    lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
+    return rows[lo:hi] - offset
+
+
+def _key_batches(rd: RunDir, keys: list[str], rows: np.ndarray) -> Iterator[pa.RecordBatch]:
+    """The extract's key columns less the ``rows`` positions."""
+    offset = 0
+    for batch in rd.batches("extract", columns=keys):
+        at = _in(batch, offset, rows)
+        offset += batch.num_rows
+        if len(at):
+            keep = np.ones(batch.num_rows, dtype=bool)
+            keep[at] = False
+            batch = batch.filter(pa.array(keep))
+        yield batch
+
+
+def _sparing(batch: pa.RecordBatch, verdict: Verdict, at: np.ndarray, rules: list[Rule]) -> Verdict:
+    """``verdict`` with the rows ``at`` judged without ``duplicate_key``: an earlier file's
+    row that stands while every later row of its key is quarantined (``exchange.files.keys``)."""
+    rows = batch.take(pa.array(at))
+    was = evaluate(rows, rules)
+    now = evaluate(rows, [r for r in rules if not isinstance(r, DuplicateKey)])
+    mask = np.zeros(batch.num_rows, dtype=bool)
+    mask[at] = True
+    marks = pa.array(mask)
+
+    def tally(total: dict[str, int], old: dict[str, int], new: dict[str, int]) -> dict[str, int]:
+        out = {k: total.get(k, 0) - old.get(k, 0) + new.get(k, 0) for k in {*total, *new}}
+        return {k: n for k, n in out.items() if n}
+
+    return Verdict(
+        pc.replace_with_mask(verdict.bad, marks, now.bad),
+        pc.replace_with_mask(verdict.reasons, marks, now.reasons),
+        tally(verdict.counts, was.counts, now.counts),
+        tally(verdict.by_dimension, was.by_dimension, now.by_dimension),
+    )
 
 
 def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
@@ -78,15 +124,22 @@ def validate(ws: Workspace, run: RunHandle) -> ValidationResult:
     resource = run.resource
     now = local_now()
     rules = rules_for_resource(resource, now)
+    # Tabular files: earlier files' rows whose key is in the run again only in quarantined rows.
+    standing = np.array(rd.read_done("extract").get("standing", []), dtype=np.int64)
     if rd.part("extract").exists():
-        rules = _bound_to_run(rules, rd)
+        rules = _bound_to_run(rules, rd, standing)
     rd.reset("valid", "quarantine")
     result = ValidationResult()
     valid_writer = quarantine_writer = None
     clean_prefix = 0  # leading batches without a bad row, not written (yet)
+    offset = 0
     try:
         for batch in rd.batches("extract", batch_size=resource.batch_size):
             verdict = evaluate(batch, rules)
+            spared = _in(batch, offset, standing)
+            if len(spared):
+                verdict = _sparing(batch, verdict, spared, rules)
+            offset += batch.num_rows
             if valid_writer is None and verdict.counts:
                 # The first bad row: from here on valid/ is its own file, so write it, the
                 # clean batches before this one first (the same batches, read again).

@@ -4,6 +4,8 @@
   is refused) or ``approve`` (Hubei 003 §14: overdue is taken as consent, 视为同意).
 * ``EXCHANGE_WEBHOOK_URL``: where notifications are POSTed (unset: they wait in the outbox).
 * ``EXCHANGE_WEBHOOK_TIMEOUT`` (seconds, default 10), ``EXCHANGE_WEBHOOK_MAX_ATTEMPTS`` (10).
+* ``EXCHANGE_UPSTREAM_FORWARD_DAYS``: working days the platform has to forward a department's
+  upstream application (default 3, 1 to 30; ``exchange.workflow.upstream``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from exchange.kernel.errors import BadInput
 
 POLICIES = ("reject", "approve")
+MAX_FORWARD_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class WorkflowSettings:
     webhook_url: str | None = None
     webhook_timeout: float = 10.0
     webhook_max_attempts: int = 10
+    upstream_forward_days: int = 3
 
     @classmethod
     def from_env(cls) -> WorkflowSettings:
@@ -35,4 +39,16 @@ class WorkflowSettings:
             attempts = int(os.environ.get("EXCHANGE_WEBHOOK_MAX_ATTEMPTS", "10"))
         except ValueError as exc:
             raise BadInput(f"webhook setting: {exc}") from None
-        return cls(policy, os.environ.get("EXCHANGE_WEBHOOK_URL") or None, timeout, attempts)
+        forward = os.environ.get("EXCHANGE_UPSTREAM_FORWARD_DAYS", "3").strip()
+        if not forward.isdigit() or not 1 <= int(forward) <= MAX_FORWARD_DAYS:
+            raise BadInput(
+                f"EXCHANGE_UPSTREAM_FORWARD_DAYS={forward!r}: expected working days, "
+                f"1 to {MAX_FORWARD_DAYS}"
+            )
+        return cls(
+            policy,
+            os.environ.get("EXCHANGE_WEBHOOK_URL") or None,
+            timeout,
+            attempts,
+            int(forward),
+        )

@@ -8,6 +8,7 @@
 * the usage-effectiveness report overdue: a breach, and the department's deliveries and new
   applications suspended until it reports;
 * expiry at the end of the usage period (the engine stops delivering);
+* upstream applications not forwarded within their working days: a breach by the platform;
 * provisional deadlines recomputed once the calendar file knows their year.
 
 Idempotent: a second call at the same ``now`` changes nothing. Steps that a timeout takes
@@ -18,6 +19,7 @@ tick runs: ticking every 15 minutes or once a week reaches the same states.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, fields
 
 import sqlalchemy as sa
@@ -25,17 +27,20 @@ from sqlalchemy.orm import Session
 
 from exchange import audit
 from exchange.kernel.clock import utcnow
+from exchange.kernel.errors import BadInput
 from exchange.kernel.workdays import WorkCalendar
 from exchange.store import Store
 from exchange.store.locks import serialize
 from exchange.store.models import Subscription
-from exchange.workflow import notifications, sla
+from exchange.workflow import notifications, sla, upstream
 from exchange.workflow import states as st
 from exchange.workflow.config import WorkflowSettings
 from exchange.workflow.models import DepartmentSuspension, SlaClock
 from exchange.workflow.transitions import AUTO, move
 from exchange.workflow.users import SYSTEM
 from exchange.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 10  # a timeout can start the next clock, which may be overdue too
 
@@ -52,6 +57,7 @@ class TickReport:
     evaluated: int = 0
     expired: int = 0
     departments_suspended: int = 0
+    upstream_forward_breaches: int = 0
     deadlines_recomputed: int = 0
 
     @property
@@ -85,10 +91,25 @@ def tick(
             _auto_complete(s, now, "evaluation", "evaluate", report)
             _effectiveness(s, now, report)
             _expiry(s, now, report)
+            report.upstream_forward_breaches += upstream.forward_breaches(s, now)
             if report.changed == before:
                 break
         report.deadlines_recomputed = sla.refresh_provisional(s, calendar)
+        report.deadlines_recomputed += upstream.refresh_provisional(s, calendar)
+    _seal_audit(target, store)
     return report
+
+
+def _seal_audit(target: Workspace | Store, store: Store) -> None:
+    """Seal the audit log: a checkpoint is due every T seconds even when nothing else
+    commits. A missing key must not stop the deadlines: it is logged (and ``exchange audit
+    seal`` or ``verify`` names it)."""
+    if isinstance(target, Workspace):
+        audit.configure(store, target.settings)
+    try:
+        audit.seal(store)
+    except BadInput as exc:
+        log.warning("the audit log was not checkpointed: %s", exc)
 
 
 def _running(s: Session, kind: str) -> list[tuple[SlaClock, Subscription]]:

@@ -138,3 +138,50 @@ class DepartmentSuspension(Base):
     reason: Mapped[str] = mapped_column(sa.Text)
     since: Mapped[dt.datetime]
     lifted_at: Mapped[dt.datetime | None]
+
+
+class UpstreamApplication(Base):
+    """A department's request for a national or provincial resource the city does not proxy
+    yet (001 五, 002): the city forwards it upstream, records the upstream decision and its
+    approval reference, and once the resource is proxied (in the city catalog with its
+    ``origin``) files the department's own application (``form``) as a subscription."""
+
+    __tablename__ = "upstream_applications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    level: Mapped[str] = mapped_column(sa.String(20))  # national | provincial
+    platform: Mapped[str] = mapped_column(sa.String(200))
+    upstream_code: Mapped[str] = mapped_column(sa.String(100), index=True)
+    resource_name: Mapped[str] = mapped_column(sa.String(200))
+    kind: Mapped[str] = mapped_column(sa.String(10))  # table | file | folder | api
+    department_code: Mapped[str] = mapped_column(sa.String(64), index=True)
+    applicant: Mapped[str] = mapped_column(sa.String(100))
+    form: Mapped[dict[str, Any]]  # the department's application, its resource left out
+    state: Mapped[str] = mapped_column(sa.String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    state_changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    forward_due_at: Mapped[dt.datetime]
+    forward_provisional: Mapped[bool] = mapped_column(default=False)
+    forwarded_at: Mapped[dt.datetime | None]
+    forward_breached_at: Mapped[dt.datetime | None]
+    approval_ref: Mapped[str | None] = mapped_column(sa.String(200))
+    decision_reason: Mapped[str | None] = mapped_column(sa.Text)
+    resource_code: Mapped[str | None] = mapped_column(sa.String(64))
+    subscription_id: Mapped[int | None] = mapped_column(sa.ForeignKey("subscriptions.id"))
+
+
+class UpstreamTransition(Base):
+    """One step of an upstream application: who moved it, from which state to which, why."""
+
+    __tablename__ = "upstream_transitions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    application_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("upstream_applications.id"), index=True
+    )
+    action: Mapped[str] = mapped_column(sa.String(30))
+    from_state: Mapped[str | None] = mapped_column(sa.String(20))
+    to_state: Mapped[str] = mapped_column(sa.String(20))
+    actor: Mapped[str] = mapped_column(sa.String(100))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -56,6 +56,13 @@ class SendReport:
     sent: int = 0
     failed: int = 0  # attempts that failed this time (the row stays pending or gives up)
     pending: int = 0  # left in the outbox afterwards
+    webhook: bool = True  # False: no webhook URL is set, nothing was (or will be) sent
+
+    def __str__(self) -> str:
+        text = f"{self.sent} sent, {self.failed} failed, {self.pending} waiting"
+        if not self.webhook and self.pending:
+            text += " ($EXCHANGE_WEBHOOK_URL is not set: they wait in the outbox until it is)"
+        return text
 
 
 def message(n: Notification) -> dict[str, Any]:
@@ -88,7 +95,7 @@ def send_pending(
             ).scalars()
         )
     if not url or not ids:
-        return SendReport(pending=len(ids))
+        return SendReport(pending=len(ids), webhook=bool(url))
     sent = failed = 0
     own = client is None
     http = client or httpx.Client(timeout=timeout)

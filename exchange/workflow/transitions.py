@@ -95,14 +95,7 @@ def _entered(
     state = sub.status
     if state == st.UNDER_REVIEW:
         assert provider is not None, "a review needs the provider's department"
-        clock = sla.start_clock(
-            s, sub.id, "review", "provider", provider, at,
-            working_days=sla.REVIEW_WORKING_DAYS,
-        )  # fmt: skip
-        _note(
-            s, sub, "review.requested", f"provider:{provider}",
-            urgency=sub.urgency, due=sla.show(clock.due_at, clock.provisional),
-        )  # fmt: skip
+        _request_review(s, sub, at, provider)
     elif state == st.FILING:
         sla.stop_clock(s, sub.id, "review", at)
         sub.approved_at = at
@@ -110,17 +103,7 @@ def _entered(
             sub.valid_until = sla.local_day(at) + dt.timedelta(days=sub.usage_days)
         move(s, sub, "start_implementation", SYSTEM, at, "filed: the platform records the grant")
     elif state == st.IMPLEMENTATION and action == "start_implementation":
-        # 001: delivered within 3 working days of the request (unconditional) or approval.
-        anchor = sub.applied_at if sub.share == "unconditional" and sub.applied_at else at
-        clock = sla.start_clock(
-            s, sub.id, "delivery", "platform", PLATFORM, anchor,
-            working_days=sla.DELIVERY_WORKING_DAYS,
-        )  # fmt: skip
-        _note(
-            s, sub, "subscription.approved", f"requester:{requester}",
-            fields=sub.fields, delivery_due=sla.show(clock.due_at, clock.provisional),
-            valid_until=str(sub.valid_until),
-        )  # fmt: skip
+        _start_delivery(s, sub, at, requester)
     elif state == st.SIGN_OFF:
         sla.stop_clock(s, sub.id, "delivery", at)
         clock = sla.start_clock(
@@ -153,16 +136,54 @@ def _entered(
         kind = "subscription.rejected" if state == st.REJECTED else "subscription.withdrawn"
         _note(s, sub, kind, f"requester:{requester}", reason=reason)
     elif state == st.EXPIRED:
-        for clock in sla.open_clocks(s, sub.id):
-            if clock.kind != "effectiveness":  # the report stays due after the period ends
-                sla.stop_clock(s, sub.id, clock.kind, at, cancelled=True)
+        _cancel_clocks(s, sub.id, at, keep="effectiveness")  # the report stays due after it
         sub.suspended_from = None
         _note(s, sub, "subscription.expired", f"requester:{requester}",
               valid_until=str(sub.valid_until))  # fmt: skip
+    elif state == st.REMOVED:
+        # Removed by mistake: nothing more is due from anyone, not even the effectiveness report.
+        _cancel_clocks(s, sub.id, at)
+        sub.decision_reason = reason
+        sub.suspended_from = None
     elif state == st.SUSPENDED:
         sub.suspended_from = source
     elif action == "resume":
         sub.suspended_from = None
+
+
+def _request_review(s: Session, sub: Subscription, at: dt.datetime, provider: str) -> None:
+    """The provider's 5-working-day review clock, and the request in its outbox."""
+    clock = sla.start_clock(
+        s, sub.id, "review", "provider", provider, at, working_days=sla.REVIEW_WORKING_DAYS
+    )
+    _note(
+        s, sub, "review.requested", f"provider:{provider}",
+        urgency=sub.urgency, due=sla.show(clock.due_at, clock.provisional),
+    )  # fmt: skip
+
+
+def _start_delivery(s: Session, sub: Subscription, at: dt.datetime, requester: str) -> None:
+    """001: delivered within 3 working days of the request (unconditional) or the approval;
+    the requester is told what was granted."""
+    anchor = sub.applied_at if sub.share == "unconditional" and sub.applied_at else at
+    clock = sla.start_clock(
+        s, sub.id, "delivery", "platform", PLATFORM, anchor,
+        working_days=sla.DELIVERY_WORKING_DAYS,
+    )  # fmt: skip
+    _note(
+        s, sub, "subscription.approved", f"requester:{requester}",
+        fields=sub.fields, delivery_due=sla.show(clock.due_at, clock.provisional),
+        valid_until=str(sub.valid_until),
+    )  # fmt: skip
+
+
+def _cancel_clocks(
+    s: Session, subscription_id: int, at: dt.datetime, keep: str | None = None
+) -> None:
+    """Cancel every open clock of the subscription but the ``keep`` kind."""
+    for clock in sla.open_clocks(s, subscription_id):
+        if clock.kind != keep:
+            sla.stop_clock(s, subscription_id, clock.kind, at, cancelled=True)
 
 
 AUTO = "auto-completed: "

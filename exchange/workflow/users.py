@@ -1,21 +1,24 @@
 """Users, their roles and their API tokens (only the sha256 of a token is stored).
 
 Roles: ``admin`` (platform), ``provider`` (reviews requests for the resources of its
-department), ``requester`` (acts on its own department's subscriptions). A provider's
-``department`` is matched with the provider node's ``department`` in the catalog (or its
-name); a requester's with the department code of its applications.
+department), ``requester`` (applies for its own department and acts on its subscriptions).
+A user's ``department`` is a department code of the catalog (``departments``): a provider's is
+matched with the provider node's department, a requester's is the department of everything it
+applies for, and the only department whose nodes it may have data delivered to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from exchange import audit
+from exchange.catalog.model import department_list
 from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, NotFound, Unauthorized
 from exchange.workflow.models import ApiToken, User
@@ -33,6 +36,11 @@ class Principal:
     department: str | None = None
     user_id: int | None = None
 
+    def describe(self) -> str:
+        """``name (role of DEPT)``: how a refusal names who was refused."""
+        dept = f" of {self.department}" if self.department else ""
+        return f"{self.name} ({self.role}{dept})"
+
 
 SYSTEM = Principal("system", "system")
 ENGINE = Principal("engine", "engine")
@@ -42,15 +50,33 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def create_user(s: Session, name: str, role: str, department: str | None, actor: str) -> User:
-    """Add a user; providers and requesters belong to a department."""
+def create_user(
+    s: Session,
+    name: str,
+    role: str,
+    department: str | None,
+    actor: str,
+    departments: Mapping[str, str] | None = None,
+) -> User:
+    """Add a user; providers and requesters belong to a department, by its code (with the
+    catalog's ``departments`` given, one of them); an admin belongs to none."""
     if role not in ROLES:
         raise BadInput(f"role {role!r} is not one of {', '.join(ROLES)}")
     if role != "admin" and not department:
-        raise BadInput(f"a {role} belongs to a department: give --department")
+        raise BadInput(f"a {role} belongs to a department: give --department CODE")
+    if role == "admin" and department:
+        raise BadInput(
+            f"user {name!r}: an admin acts for the whole platform and belongs to no "
+            f"department; leave out --department {department}"
+        )
+    if role != "admin" and departments and department not in departments:
+        raise BadInput(
+            f"user {name!r}: department {department!r} is not a department code of the "
+            f"catalog (codes: {department_list(departments)})"
+        )
     if s.execute(sa.select(User.id).where(User.name == name)).scalar() is not None:
         raise BadInput(f"user {name!r} exists already")
-    user = User(name=name, role=role, department=department if role != "admin" else None)
+    user = User(name=name, role=role, department=department)
     s.add(user)
     s.flush()
     details = {"name": name, "role": role, "department": department}
@@ -98,6 +124,17 @@ def authenticate(s: Session, token: str) -> Principal:
         raise Unauthorized("unknown or revoked API token")
     _, user = row
     return Principal(user.name, user.role, user.department, user.id)
+
+
+def live_token_hashes(s: Session, hashes: Collection[str]) -> set[str]:
+    """Those of the token ``hashes`` that are still live (issued and not revoked), in one
+    query: what a server that remembers authenticated tokens checks before it answers."""
+    if not hashes:
+        return set()
+    q = sa.select(ApiToken.token_hash).where(
+        ApiToken.token_hash.in_(sorted(set(hashes))), ApiToken.revoked_at.is_(None)
+    )
+    return set(s.execute(q).scalars())
 
 
 def principal_of(s: Session, name: str) -> Principal:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from exchange.store.models import Subscription
+from exchange.catalog.model import Resource
+from exchange.store.models import FileTarget, Subscription
 from exchange.workflow import sla
 from exchange.workflow import states as st
+from exchange.workflow.grants import API_KIND, FILES_LABEL, NO_TARGET
 from exchange.workflow.models import (
     EffectivenessReport,
     Evaluation,
@@ -47,10 +51,13 @@ class SubscriptionView(BaseModel):
     id: int
     resource: str
     resource_name: str
+    kind: str  # the resource's: table | file | folder | api
     state: str
     next_actions: list[str]
+    next_step: str | None = None  # what is awaited, in words, when the machine cannot say it
     node: str
     table: str
+    target: str  # where it lands: node.table, node:/dir for files, — for an api
     requested_fields: list[str] | None
     fields: list[str]
     department_code: str | None
@@ -69,7 +76,28 @@ class SubscriptionView(BaseModel):
     effectiveness_reports: list[dict[str, Any]] | None = None
 
 
-def deadline_of(clock: SlaClock, now: dt.datetime) -> Deadline:
+@dataclass(frozen=True)
+class ClockRow:
+    """The columns of an SLA clock a view shows, read as plain values: a page reads 50 or more
+    clocks, and building an ORM object for each cost more than the whole rest of its view."""
+
+    id: int
+    subscription_id: int
+    kind: str
+    party_kind: str
+    party: str
+    started_at: dt.datetime
+    due_at: dt.datetime
+    provisional: bool
+    stopped_at: dt.datetime | None
+    outcome: str | None
+    breached_at: dt.datetime | None
+
+
+_CLOCK_COLUMNS = [getattr(SlaClock, f) for f in ClockRow.__dataclass_fields__]
+
+
+def deadline_of(clock: SlaClock | ClockRow, now: dt.datetime) -> Deadline:
     v = sla.ClockView.of(clock, now)
     return Deadline(
         kind=v.kind,
@@ -89,13 +117,21 @@ FORM_FIELDS = (
 
 
 def subscription_view(
-    s: Session, ws: Workspace, sub: Subscription, now: dt.datetime, *, detail: bool = False
+    s: Session,
+    ws: Workspace,
+    sub: Subscription,
+    now: dt.datetime,
+    *,
+    detail: bool = False,
+    clocks: list[SlaClock] | list[ClockRow] | None = None,
+    folders: dict[int, str] | None = None,
 ) -> SubscriptionView:
-    clocks = list(
-        s.execute(
-            sa.select(SlaClock).where(SlaClock.subscription_id == sub.id).order_by(SlaClock.id)
-        ).scalars()
-    )
+    """``clocks``: the subscription's SLA clocks in id order, and ``folders``: the target
+    directories of a page's file subscriptions (``folders_by_subscription``), when the caller
+    read them for a whole page at once; else they are read here (a query each: a page of 50
+    would be 100 round trips)."""
+    if clocks is None:
+        clocks = clocks_by_subscription(s, [sub.id]).get(sub.id, [])
     deadlines = [deadline_of(c, now) for c in clocks]
     statuses = {d.status for d in deadlines}
     breached = bool(statuses & {"overdue", "late"}) or any(c.breached_at for c in clocks)
@@ -104,15 +140,29 @@ def subscription_view(
         for c in clocks
     )
     resource = ws.catalog.resources.get(sub.resource_code)
+    table = ".".join(x for x in (sub.target_schema, sub.target_table) if x)
+    if folders is None:
+        folders = folders_by_subscription(s, [sub.id])
+    folder = folders.get(sub.id)
+    kind = subscription_kind(resource, sub)
+    if kind == API_KIND:
+        target = NO_TARGET
+    elif folder is not None:
+        target = f"{sub.subscriber_node}:/{folder}"
+    else:
+        target = f"{sub.subscriber_node}.{table}"
     view = SubscriptionView(
         id=sub.id,
         resource=sub.resource_code,
         resource_name=resource.name if resource else "",
+        kind=kind,
         state=sub.status,
-        next_actions=st.allowed_actions(sub.status),
+        next_actions=list(_allowed_actions(sub.status)),
+        next_step=next_step(kind, sub),
         node=sub.subscriber_node,
-        table=".".join(x for x in (sub.target_schema, sub.target_table) if x),
-        requested_fields=sub.requested_fields,
+        table=table,
+        target=target,
+        requested_fields=None if sub.requested_fields is None else list(sub.requested_fields),
         fields=list(sub.fields),
         department_code=sub.department_code,
         department_name=sub.department_name,
@@ -127,6 +177,7 @@ def subscription_view(
     )
     if detail:
         view.form = {f: getattr(sub, f) for f in FORM_FIELDS}
+        sid = {"sid": sub.id}
         view.history = [
             Step(
                 at=sla.show(t.at),
@@ -136,13 +187,9 @@ def subscription_view(
                 actor=t.actor,
                 reason=t.reason,
             )
-            for t in s.execute(
-                sa.select(SubscriptionTransition)
-                .where(SubscriptionTransition.subscription_id == sub.id)
-                .order_by(SubscriptionTransition.id)
-            ).scalars()
+            for t in s.execute(_HISTORY, sid)
         ]
-        ev = s.execute(sa.select(Evaluation).where(Evaluation.subscription_id == sub.id)).scalar()
+        ev = s.execute(_EVALUATION, sid).first()
         if ev is not None:
             view.evaluation = {
                 "matches_description": ev.matches_description,
@@ -156,11 +203,89 @@ def subscription_view(
             }
         view.effectiveness_reports = [
             {"summary": r.summary, "by": r.by, "at": sla.show(r.at)}
-            for r in s.execute(
-                sa.select(EffectivenessReport).where(EffectivenessReport.subscription_id == sub.id)
-            ).scalars()
+            for r in s.execute(_EFFECTIVENESS, sid)
         ]
     return view
+
+
+def subscription_kind(resource: Resource | None, sub: Subscription) -> str:
+    """The kind of the subscribed resource; one gone from the catalog is told by its row (an
+    api subscription has no node, a file subscription's table is the files label)."""
+    if resource is not None:
+        return resource.kind
+    if not sub.subscriber_node:
+        return API_KIND
+    return "file" if sub.target_table == FILES_LABEL else "table"
+
+
+def next_step(kind: str, sub: Subscription) -> str | None:
+    """What an api subscription in implementation waits for: its authorization code (issuing
+    it is the implementation; the engine never delivers an api)."""
+    if kind == API_KIND and sub.status == st.IMPLEMENTATION:
+        return f"issue the authorization code: exchange code issue {sub.id}"
+    return None
+
+
+@functools.cache
+def _allowed_actions(state: str) -> tuple[str, ...]:
+    return tuple(st.allowed_actions(state))
+
+
+def folders_by_subscription(s: Session, ids: list[int]) -> dict[int, str]:
+    """The target directories of those of ``ids`` that are file subscriptions, in one query."""
+    if not ids:
+        return {}
+    return {sid: target_dir for sid, target_dir in s.execute(_FOLDERS, {"ids": ids})}
+
+
+def clocks_by_subscription(s: Session, ids: list[int]) -> dict[int, list[ClockRow]]:
+    """The SLA clocks of many subscriptions in one query, each one's in id order."""
+    out: dict[int, list[ClockRow]] = {}
+    if not ids:
+        return out
+    for row in s.execute(_CLOCKS, {"ids": ids}):
+        clock = ClockRow(*row)
+        out.setdefault(clock.subscription_id, []).append(clock)
+    return out
+
+
+# The views' statements, built once: building a statement and its cache key again on every
+# call cost more CPU than running it (a read of one subscription runs five). Columns, not
+# ORM objects: nothing here changes what it reads. Selecting mapped columns still flushes a
+# session's pending changes first, as an action's own view needs.
+_IDS: sa.BindParameter[int] = sa.bindparam("ids", type_=sa.Integer, expanding=True)
+_FOLDERS = sa.select(FileTarget.subscription_id, FileTarget.target_dir).where(
+    FileTarget.subscription_id.in_(_IDS)
+)
+_CLOCKS = sa.select(*_CLOCK_COLUMNS).where(SlaClock.subscription_id.in_(_IDS)).order_by(SlaClock.id)
+_SID: sa.BindParameter[int] = sa.bindparam("sid", type_=sa.Integer)
+_HISTORY = (
+    sa.select(
+        SubscriptionTransition.at,
+        SubscriptionTransition.action,
+        SubscriptionTransition.from_state,
+        SubscriptionTransition.to_state,
+        SubscriptionTransition.actor,
+        SubscriptionTransition.reason,
+    )
+    .where(SubscriptionTransition.subscription_id == _SID)
+    .order_by(SubscriptionTransition.id)
+)
+_EVALUATION = sa.select(
+    Evaluation.matches_description,
+    Evaluation.data_quality,
+    Evaluation.timeliness,
+    Evaluation.implementation_service,
+    Evaluation.review_efficiency,
+    Evaluation.comment,
+    Evaluation.by,
+    Evaluation.at,
+).where(Evaluation.subscription_id == _SID)
+_EFFECTIVENESS = (
+    sa.select(EffectivenessReport.summary, EffectivenessReport.by, EffectivenessReport.at)
+    .where(EffectivenessReport.subscription_id == _SID)
+    .order_by(EffectivenessReport.id)
+)
 
 
 class DeadlineRow(Deadline):

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 from connectors.base import (
+    MARKER_KEY,
     MARKER_TABLE,
     DatabaseConnector,
     DeliveryMarker,
@@ -46,10 +49,12 @@ from tests.conformance.frontend import (
     EVERY_TYPE,
     EVERY_TYPE_ROWS,
     FIRST,
+    INSTALLATION,
     LICENCE,
     LICENCES,
     LICENCES_LATER,
     NODE,
+    OTHER_INSTALLATION,
     SNAPSHOT,
     SUBSCRIPTION,
     T0,
@@ -84,6 +89,59 @@ def replacing(spec: TableSpec, *columns: ColumnSpec) -> TableSpec:
     by_name = {c.name: c for c in columns}
     fields = tuple(by_name.get(f.name, f) for f in spec.fields)
     return TableSpec(spec.name, fields, spec.primary_key, spec.schema)
+
+
+def old_marker_table(database: FrontEndDatabase, *markers: tuple[int, str, int]) -> None:
+    """The marker table as an earlier version made it (keyed by subscription alone), holding
+    ``(subscription id, run id, rows)`` markers."""
+    md = sa.MetaData()
+    old = sa.Table(
+        MARKER_TABLE,
+        md,
+        sa.Column("subscription_id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("target_table", sa.String(128), nullable=False),
+        sa.Column("watermark", sa.String(1000)),
+        sa.Column("rows_merged", sa.BigInteger, nullable=False),
+        sa.Column("delivered_at", sa.DateTime, nullable=False),
+    )
+    connector = database.open()
+    try:
+        with connector.connect(begin=True) as conn:
+            md.create_all(conn)
+            for sid, run_id, rows in markers:
+                conn.execute(
+                    sa.insert(old).values(
+                        subscription_id=sid, run_id=run_id, target_table="company",
+                        watermark=None, rows_merged=rows, delivered_at=dt.datetime(2026, 11, 1),
+                    )
+                )  # fmt: skip
+    finally:
+        connector.close()
+
+
+def drop_marker_table(database: FrontEndDatabase) -> None:
+    connector = database.open()
+    try:
+        with connector.connect(begin=True) as conn:
+            sa.Table(MARKER_TABLE, sa.MetaData()).drop(conn, checkfirst=True)
+    finally:
+        connector.close()
+
+
+def upgrade_together(connector: DatabaseConnector, start: threading.Barrier) -> bool:
+    start.wait()
+    return connector.upgrade_marker_table()
+
+
+def marker_key(database: FrontEndDatabase) -> list[str]:
+    connector = database.open()
+    try:
+        with connector.connect() as conn:
+            pk = sa.inspect(conn).get_pk_constraint(MARKER_TABLE)
+    finally:
+        connector.close()
+    return [c.lower() for c in pk["constrained_columns"]]
 
 
 def check_target(database: FrontEndDatabase, spec: TableSpec) -> TableCheck:
@@ -272,6 +330,8 @@ class DatabaseConnectorSuite:
         database.deliver(COMPANY, SNAPSHOT, run_id="run-2", delete_missing=True)
 
         assert database.rows(COMPANY) == by_key(SNAPSHOT)
+        lacked = {r["id"] for r in FIRST} - {r["id"] for r in SNAPSHOT}
+        assert database.last_deleted == len(lacked) > 0  # counted, for the delivery's notes
 
     def test_a_snapshot_delivery_keeps_the_rows_the_source_still_has_but_quarantined(
         self, database: FrontEndDatabase
@@ -287,6 +347,7 @@ class DatabaseConnectorSuite:
 
         kept = [r for r in FIRST if r["id"] in (3, 4)]
         assert database.rows(COMPANY) == by_key(merged(kept, SNAPSHOT))
+        assert database.last_deleted == 1
         assert database.tables() == {"company", MARKER_TABLE}
 
     def test_a_composite_primary_key_upserts_and_deletes_by_every_key_column(
@@ -360,6 +421,103 @@ class DatabaseConnectorSuite:
 
         assert database.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "run-2", "w2", 2)
         assert database.marker(COMPANY, 8) == DeliveryMarker(8, "run-1", None, len(FIRST))
+
+    # -- two installations (two metadata stores) delivering into one database --------------
+
+    def test_two_installations_with_the_same_subscription_id_keep_their_own_markers(
+        self, database: FrontEndDatabase
+    ) -> None:
+        other = database.as_installation(OTHER_INSTALLATION)
+        database.deliver(COMPANY, FIRST, run_id="a-1", watermark="wa")
+        other.deliver(LICENCE, LICENCES, run_id="b-1", watermark="wb")  # another table
+        other.deliver(COMPANY, CHANGES, run_id="b-2", watermark="wb2")  # the same table
+
+        assert database.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "a-1", "wa", len(FIRST))
+        assert other.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "b-2", "wb2", len(CHANGES))
+        assert database.rows(COMPANY) == merged(FIRST, CHANGES)  # nothing lost, nothing twice
+        assert database.rows(LICENCE) == by_key(LICENCES, LICENCE.primary_key)
+
+        database.deliver(COMPANY, [], run_id="a-2", watermark="wa2")
+
+        assert database.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "a-2", "wa2", 0)
+        assert other.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "b-2", "wb2", len(CHANGES))
+        assert marker_key(database) == list(MARKER_KEY)
+
+    def test_an_earlier_versions_marker_table_is_rekeyed_in_place_keeping_its_markers(
+        self, database: FrontEndDatabase
+    ) -> None:
+        database.deliver(COMPANY, FIRST, run_id="run-0")
+        drop_marker_table(database)
+        old_marker_table(database, (SUBSCRIPTION, "run-1", 5), (8, "run-1", 5))
+
+        assert database.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "run-1", None, 5)
+        database.ensure(COMPANY)  # the upgrade: the old rows become this installation's
+
+        assert marker_key(database) == list(MARKER_KEY)
+        assert database.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "run-1", None, 5)
+        assert database.marker(COMPANY, 8) == DeliveryMarker(8, "run-1", None, 5)
+        other = database.as_installation(OTHER_INSTALLATION)
+        assert other.marker(COMPANY) is None
+        other.deliver(COMPANY, CHANGES, run_id="b-1")
+        database.deliver(COMPANY, CHANGES, run_id="run-2")
+        assert database.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "run-2", None, 2)
+        assert other.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "b-1", None, 2)
+        assert database.marker(COMPANY, 8) == DeliveryMarker(8, "run-1", None, 5)
+
+    def test_an_upgrade_stopped_half_way_is_finished_by_the_next_delivery(
+        self, database: FrontEndDatabase
+    ) -> None:
+        # The column is there, its values not all (MariaDB commits each DDL statement).
+        old_marker_table(database, (SUBSCRIPTION, "run-1", 5))
+        connector = database.open()
+        try:
+            with connector.connect(begin=True) as conn:
+                conn.execute(sa.text(f"ALTER TABLE {MARKER_TABLE} ADD installation_id VARCHAR(64)"))
+        finally:
+            connector.close()
+
+        # Until then its rows, without an installation id yet, are still this installation's:
+        # the last delivery is not missed (and merged again).
+        assert database.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "run-1", None, 5)
+
+        database.deliver(COMPANY, FIRST, run_id="run-2")
+
+        assert marker_key(database) == list(MARKER_KEY)
+        assert database.marker(COMPANY) == DeliveryMarker(SUBSCRIPTION, "run-2", None, 5)
+
+    def test_two_deliveries_upgrading_one_marker_table_at_once_both_succeed(
+        self, database: FrontEndDatabase
+    ) -> None:
+        # Parallel load tasks into one database each find the old table and upgrade it; the
+        # second waits for the first and then finds nothing left to do.
+        for attempt in range(3):
+            drop_marker_table(database)
+            old_marker_table(database, (SUBSCRIPTION, f"run-{attempt}", 5), (8, "run-0", 5))
+            connectors = [database.open(), database.open()]
+            start = threading.Barrier(2)
+            try:
+                with ThreadPoolExecutor(2) as pool:
+                    changed = list(pool.map(upgrade_together, connectors, [start] * 2))
+            finally:
+                for connector in connectors:
+                    connector.close()
+
+            assert sorted(changed) == [False, True], attempt  # one did it, neither failed
+            assert marker_key(database) == list(MARKER_KEY)
+            assert database.marker(COMPANY) == DeliveryMarker(
+                SUBSCRIPTION, f"run-{attempt}", None, 5
+            )
+            assert database.marker(COMPANY, 8) == DeliveryMarker(8, "run-0", None, 5)
+
+    def test_a_connector_without_an_installation_id_is_a_programming_error(
+        self, database: FrontEndDatabase
+    ) -> None:
+        old_marker_table(database, (SUBSCRIPTION, "run-1", 5))
+
+        with pytest.raises(RuntimeError, match="without an installation id"):
+            database.as_installation(None).ensure(COMPANY)
+        with pytest.raises(RuntimeError, match="without an installation id"):
+            database.as_installation(None).marker(COMPANY)
 
     # -- crashes ----------------------------------------------------------------------------
 
@@ -497,9 +655,10 @@ class RecordingTransaction(MergeTransaction):
         self.steps.append(f"load {sizes} into {where}")
         return sum(sizes)
 
-    def execute(self, statement: sa.Executable) -> None:
+    def execute(self, statement: sa.Executable) -> int:
         self.statements.append(statement)
         self.steps.append(self._name(statement))
+        return -1  # as a driver that cannot count
 
     def commit(self) -> None:
         self.steps.append("commit")
@@ -679,7 +838,7 @@ class DialectSQLSuite:
             "commit",
         ]
 
-    def test_the_marker_replaces_this_subscriptions_row_with_the_run_and_its_row_count(
+    def test_the_marker_replaces_this_installations_subscription_row_with_the_run_and_rows(
         self, connector: DatabaseConnector, record: Callable[..., RecordingTransaction]
     ) -> None:
         tx = record(empty=False)
@@ -687,10 +846,14 @@ class DialectSQLSuite:
         self.merge(connector, delete_missing=False, rows=CHANGES)
 
         delete, insert = tx.statements[-2:]
-        assert delete.compile().params == {"subscription_id_1": SUBSCRIPTION}
+        assert delete.compile().params == {
+            "installation_id_1": INSTALLATION,
+            "subscription_id_1": SUBSCRIPTION,
+        }
         values = insert.compile().params
         assert isinstance(values.pop("delivered_at"), dt.datetime)
         assert values == {
+            "installation_id": INSTALLATION,
             "subscription_id": SUBSCRIPTION,
             "run_id": "run-2",
             "target_table": "company",

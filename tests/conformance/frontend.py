@@ -26,6 +26,9 @@ from connectors.registry import normalise_url, open_database
 
 NODE = "conformance_fe"
 SUBSCRIPTION = 7
+#: The installation (metadata store) a delivery is made for; a second one shares the target.
+INSTALLATION = "0123456789abcdef0123456789abcdef"
+OTHER_INSTALLATION = "fedcba9876543210fedcba9876543210"
 REPO = Path(__file__).resolve().parents[2]
 
 Row = dict[str, Any]
@@ -184,18 +187,26 @@ def as_batches(
 # -- a front-end database under test ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class FrontEndDatabase:
     """A database at ``url`` seen through its connector, used as the load step uses it."""
 
     url: str
+    installation: str | None = INSTALLATION
+    last_deleted: int = 0  # rows the last ``deliver`` deleted (snapshot mode)
 
     @property
     def kind(self) -> str:
         return normalise_url(self.url).get_backend_name()
 
     def open(self) -> DatabaseConnector:
-        return open_database(NODE, self.kind, self.url)
+        connector = open_database(NODE, self.kind, self.url)
+        connector.installation = self.installation
+        return connector
+
+    def as_installation(self, installation: str | None) -> FrontEndDatabase:
+        """The same database, delivered into by another installation (metadata store)."""
+        return FrontEndDatabase(self.url, installation)
 
     def ensure(self, spec: TableSpec) -> None:
         connector = self.open()
@@ -222,7 +233,7 @@ class FrontEndDatabase:
         connector = self.open()
         try:
             connector.ensure_table(spec)
-            return connector.merge(
+            loaded = connector.merge(
                 spec,
                 as_batches(spec, data),
                 delete_missing=delete_missing,
@@ -230,6 +241,8 @@ class FrontEndDatabase:
                 on_rows=on_rows,
                 keep=keep,
             )
+            self.last_deleted = connector.deleted  # what the snapshot delivery deleted
+            return loaded
         finally:
             connector.close()
 

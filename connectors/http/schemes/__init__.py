@@ -1,0 +1,2 @@
+"""The authentication schemes of upstream nodes, one module each (``connectors.http.registry``
+lists them)."""

@@ -1,0 +1,48 @@
+"""The audit log: every state change, delivery and API call appends one event to a hash chain,
+sealed in signed checkpoints that a witness outside the store keeps too.
+
+``chain``: appending and linking events; ``seal``: chaining what was appended once it has
+committed (its hook is registered on import of this package) and checkpointing; ``keys``,
+``checkpoints``, ``witness``, ``settings``: the signing key, the signed document, the file
+outside the store and where they are. Verification and export are imported where used.
+"""
+
+from exchange.audit.chain import (
+    GENESIS,
+    SUBJECT_MAX,
+    ChainCheck,
+    Event,
+    append,
+    append_many,
+    bounded_subject,
+    canonical_event,
+    check_chain,
+    link,
+)
+from exchange.audit.checkpoints import Checkpoint, verify_signature
+from exchange.audit.keys import keygen
+from exchange.audit.seal import SealResult, configure, seal, settle
+from exchange.audit.settings import AuditSettings
+from exchange.store.models import AuditEvent  # callers of the former module read it here
+
+__all__ = [
+    "GENESIS",
+    "SUBJECT_MAX",
+    "AuditEvent",
+    "AuditSettings",
+    "ChainCheck",
+    "Checkpoint",
+    "Event",
+    "SealResult",
+    "append",
+    "append_many",
+    "bounded_subject",
+    "canonical_event",
+    "check_chain",
+    "configure",
+    "keygen",
+    "link",
+    "seal",
+    "settle",
+    "verify_signature",
+]
