@@ -145,6 +145,34 @@ def test_a_process_that_ends_leaves_none_of_its_events_unchained(store: Store, h
     assert [seq for _, seq, _, _ in chain(store)] == list(range(1, 31))
 
 
+def test_a_process_whose_sqlite_store_was_removed_exits_without_a_warning(
+    tmp_path: Path, home: Path
+) -> None:
+    """A scratch workspace deleted before its process ends: nothing is left to seal, so the
+    exit hook neither warns nor makes an empty database file."""
+    db = tmp_path / "scratch.db"
+    burst = (
+        "import sys, pathlib\n"
+        "from exchange import audit\n"
+        "from exchange.store import Store\n"
+        "store = Store(sys.argv[1])\n"
+        "for i in range(30):\n"
+        "    with store.session() as s:\n"
+        "        audit.append(s, 'test.event', f'thing:{i}', {'i': i})\n"
+        "store.engine.dispose()\n"
+        "pathlib.Path(sys.argv[2]).unlink()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", burst, f"sqlite:///{db}", str(db)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "could not be sealed" not in done.stderr
+    assert not db.exists()
+
+
 def test_a_rolled_back_append_leaves_nothing_to_chain(store: Store) -> None:
     """Events whose transaction rolled back are gone, and the next ones chain without a gap."""
     with pytest.raises(RuntimeError), store.session() as s:

@@ -554,8 +554,19 @@ def _seal_at_exit() -> None:
     with _sealers_lock:
         pending = [(s, store) for store, s in _sealers.items()]
     for sealer, store in pending:
+        if _store_gone(store):
+            continue
         if sealer.outstanding() and not sealer.settle(EXIT_WAIT_S):
             _seal_logged(store, force=False, wait=True)
+
+
+def _store_gone(store: Store) -> bool:
+    """A SQLite store whose file was removed before exit (a scratch workspace): nothing of it
+    is left to seal, and opening it would only make an empty file and warn."""
+    url = store.engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return False
+    return not Path(url.database).exists()
 
 
 def _forget_sealers() -> None:
