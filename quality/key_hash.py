@@ -7,15 +7,26 @@ a false quarantine. The hash needs to be equal for equal keys and spread well, n
 integers, dates and times hash their value, text and decimals their UTF-8 bytes
 (a tabulated polynomial hash, one pass over the value bytes), and columns are combined with
 the splitmix64 finaliser.
+
+``repeated_hashes`` finds the hashes that occur more than once in bounded memory: past
+``SPILL_ROWS`` hashes they go to ``2**PARTITION_BITS`` files by their top bits (spilled hash
+partitions), and each file is then sorted alone, so memory is one partition and one batch,
+whatever the run's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from exchange.kernel.modes import private_file
 
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
@@ -25,6 +36,11 @@ _CHUNK = 8192  # rows hashed at a time: the temporaries stay in the CPU cache
 # _POWERS[i] = P**i and _INVERSE[i] = P**-i (mod 2**64), grown on demand.
 _POWERS = np.ones(1, dtype=np.uint64)
 _INVERSE = np.ones(1, dtype=np.uint64)
+# Hashes held in memory before they are spilled to partition files (2 MiB of them): small, so a
+# 1M-row run and a 5M-row one spill alike and peak alike; 64 partitions keep each file
+# at 1/64 of the run (5M rows: 0.6 MiB a partition).
+SPILL_ROWS = 1 << 18
+PARTITION_BITS = 6
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -90,6 +106,8 @@ def _int_view(col: pa.Array) -> np.ndarray:
     elif pa.types.is_floating(t):
         col = pc.add(pc.cast(col, pa.float64()), 0.0)  # -0.0 and 0.0: one value
         values = col.fill_null(0.0).to_numpy(zero_copy_only=False)
+        # Every NaN one value, as Arrow's own hashing (``unique``, ``group_by``) has them.
+        values = np.where(np.isnan(values), np.nan, values)
         return np.ascontiguousarray(values).view(np.uint64)
     values = col.fill_null(0).to_numpy(zero_copy_only=False)
     return values.astype(np.int64).view(np.uint64)
@@ -118,3 +136,80 @@ def key_hashes(batch: pa.RecordBatch | pa.Table, keys: Sequence[str]) -> np.ndar
     for k in keys:
         h = _mix(h * _U64(_P) + column_hash(batch.column(k)) + _GOLDEN)
     return h
+
+
+def _repeats_of(hashes: np.ndarray) -> np.ndarray:
+    """The values of ``hashes`` that occur more than once, sorted, each once."""
+    h = np.sort(hashes)
+    return np.unique(h[1:][h[1:] == h[:-1]])
+
+
+class _Partitions:
+    """Hashes spread over ``2**PARTITION_BITS`` files by their top bits, in a private
+    directory of its own under ``where`` (hashes of ID numbers can be reversed by trying
+    every number: the files are 0600, and removed when read)."""
+
+    def __init__(self, where: Path) -> None:
+        where.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="hashes-", dir=where))  # 0700
+        self.shift = np.uint64(64 - PARTITION_BITS)
+        self.files: list[BinaryIO] = [
+            open(private_file(self.path / f"{p:02x}"), "wb")  # noqa: SIM115 (closed in close())
+            for p in range(1 << PARTITION_BITS)
+        ]
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Append ``hashes`` to their partitions' files (one stable radix pass by top bits)."""
+        part = (hashes >> self.shift).astype(np.uint8)
+        ordered = hashes[np.argsort(part, kind="stable")]
+        ends = np.cumsum(np.bincount(part, minlength=len(self.files)))
+        start = 0
+        for f, end in zip(self.files, ends.tolist(), strict=True):
+            if end > start:
+                f.write(ordered[start:end].tobytes())
+            start = end
+
+    def repeats(self) -> np.ndarray:
+        """Each partition's repeated hashes, one partition in memory at a time. Partitions
+        hold disjoint, ascending ranges of hashes, so the result is sorted."""
+        for f in self.files:
+            f.close()
+        found = []
+        for p in range(len(self.files)):
+            path = self.path / f"{p:02x}"
+            found.append(_repeats_of(np.fromfile(path, dtype=np.uint64)))
+            path.unlink()
+        return np.concatenate(found)
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def repeated_hashes(hashes: Iterable[np.ndarray], spill: Path | None = None) -> np.ndarray:
+    """The hashes that occur more than once across ``hashes`` (one array a batch), sorted.
+
+    With a ``spill`` directory, memory is bounded: beyond ``SPILL_ROWS`` hashes they are
+    written to partition files there (removed before this returns, or raises); without one,
+    every hash is kept in memory (8 bytes a row) and sorted once."""
+    held: list[np.ndarray] = []
+    count = 0
+    partitions: _Partitions | None = None
+    try:
+        for h in hashes:
+            held.append(h)
+            count += len(h)
+            if spill is not None and count > SPILL_ROWS:
+                partitions = partitions or _Partitions(spill)
+                partitions.add(np.concatenate(held))
+                held, count = [], 0
+        rest = np.concatenate(held) if held else np.zeros(0, np.uint64)
+        if partitions is None:
+            return _repeats_of(rest)
+        partitions.add(rest)
+        del held, rest
+        return partitions.repeats()
+    finally:
+        if partitions is not None:
+            partitions.close()

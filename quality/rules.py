@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +23,7 @@ import pyarrow.compute as pc
 from exchange.catalog.model import Field
 from exchange.kernel.clock import SHANGHAI, TIMEZONE
 from exchange.kernel.text import INVALID_UTF8_MARK, LONE_SURROGATE_MARK
-from quality.key_hash import key_hashes
+from quality.key_hash import column_hash, key_hashes, repeated_hashes
 from quality.mask import MASK_OF_VALIDATOR, excerpt
 from quality.validators import VALIDATORS
 
@@ -261,21 +262,56 @@ class Unique(Rule):
     """No two rows share a value. Every row holding a duplicated value is flagged (as GX does).
 
     ``duplicates`` is the set of values seen more than once in the whole run: the validate
-    step computes it from the staged column before the batches go through; unbound, the rule
-    looks at the batch alone."""
+    step binds it (``over_run``: the staged column a batch at a time, in bounded memory)
+    before the batches go through; unbound, the rule looks at the batch alone."""
 
     duplicates: pa.Array | None = field(default=None, compare=False, repr=False)
     name: str = "unique"
     dimension: ClassVar[str] = CONSISTENCY
 
     def over(self, column: pa.Array | pa.ChunkedArray) -> Unique:
-        """This rule bound to the values duplicated in ``column``."""
+        """This rule bound to the values duplicated in ``column`` (held in memory whole)."""
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()  # hashing one array is twice as fast as chunks
         distinct = pc.unique(column)
         if len(distinct) - distinct.null_count == len(column) - column.null_count:
             return replace(self, duplicates=distinct.slice(0, 0))  # the usual case: none
         counts = pc.value_counts(column)
+        dups = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+        return replace(self, duplicates=dups.drop_null())
+
+    def over_run(
+        self, batches: Callable[[], Iterable[pa.RecordBatch]], *, spill: Path | None = None
+    ) -> Unique:
+        """This rule bound to the values duplicated in the run, ``batches()`` reading its
+        column, in bounded memory: the values' 64-bit hashes (spilled to partition files in
+        ``spill``) show which repeat; only the values of a repeated hash are then read again
+        and counted by value, so a collision never flags a value seen once."""
+
+        def valid(b: pa.RecordBatch) -> tuple[pa.Array, np.ndarray]:
+            col = b.column(self.field)
+            present = pc.is_valid(col).to_numpy(zero_copy_only=False)
+            return col, present
+
+        typ = pa.null()
+
+        def hashes() -> Iterator[np.ndarray]:
+            nonlocal typ
+            for b in batches():
+                col, present = valid(b)
+                typ = col.type
+                yield column_hash(col)[present]
+
+        repeated = repeated_hashes(hashes(), spill)
+        if not len(repeated):
+            return replace(self, duplicates=pa.array([], typ))  # the usual case: none
+        candidates = []
+        for b in batches():
+            col, present = valid(b)
+            suspect = _member(column_hash(col), repeated) & present
+            if suspect.any():
+                candidates.append(col.filter(pa.array(suspect)))
+        counts = pc.value_counts(pa.chunked_array(candidates).combine_chunks())
         dups = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
         return replace(self, duplicates=dups.drop_null())
 
@@ -407,11 +443,11 @@ class DuplicateKey(Rule):
     duplicated key is flagged (as ``unique`` does), so no subscriber gets either version and
     every dialect's target ends the same. Rows with a null key part are ``null_key``'s.
 
-    ``over`` binds the rule to the whole run in bounded memory: 8 bytes a row, the keys'
-    64-bit hashes (``quality.key_hash``); the hashes that repeat are confirmed by comparing
-    the rows that carry them by value (a hash collision never quarantines a row), leaving
-    ``duplicates``, the keys that really occur more than once, and their hashes. Unbound,
-    the rule looks at the batch alone."""
+    ``over`` binds the rule to the whole run in bounded memory: the keys' 64-bit hashes
+    (``quality.key_hash``), spilled to partition files; the hashes that repeat are confirmed
+    by comparing the rows that carry them by value (a hash collision never quarantines a
+    row), leaving ``duplicates``, the keys that really occur more than once, and their
+    hashes. Unbound, the rule looks at the batch alone."""
 
     keys: tuple[str, ...] = ()
     duplicates: pa.Table | None = field(default=None, compare=False, repr=False)
@@ -433,16 +469,21 @@ class DuplicateKey(Rule):
         parts = [excerpt(batch.column(k).take(rows), masks.get(k)) for k in self.keys]
         return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, KEY_SEPARATOR)
 
-    def over(self, batches: Callable[[], Iterable[pa.RecordBatch | pa.Table]]) -> DuplicateKey:
+    def over(
+        self,
+        batches: Callable[[], Iterable[pa.RecordBatch | pa.Table]],
+        *,
+        spill: Path | None = None,
+    ) -> DuplicateKey:
         """This rule bound to the keys duplicated in the run; ``batches()`` reads the run's
-        key columns (twice, the second time only when some hash repeats)."""
-        parts = []
-        for b in batches():
-            parts.append(key_hashes(b, self.keys)[_complete(b, self.keys)])
-        hashes = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
-        del parts
-        repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
-        del hashes
+        key columns (twice, the second time only when some hash repeats). With a ``spill``
+        directory the hashes go to partition files there, so memory stays bounded."""
+
+        def hashes() -> Iterator[np.ndarray]:
+            for b in batches():
+                yield key_hashes(b, self.keys)[_complete(b, self.keys)]
+
+        repeated = repeated_hashes(hashes(), spill)
         if not len(repeated):
             return replace(self, duplicates=None, hashes=repeated)  # the usual case: none
         # Only the rows whose hash repeats, by value: duplicates, or a collision.

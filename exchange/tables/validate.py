@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from exchange.kernel.clock import local_now
 from exchange.kernel.faults import crashpoint
@@ -52,18 +51,27 @@ def _same_file(source: Path, target: Path) -> None:
         private_copy(source, target)
 
 
+SPILL = "spill"  # the run directory's entry where whole-run rules spill their hash partitions
+
+
 def _bound_to_run(rules: list[Rule], rd: RunDir, standing: np.ndarray) -> list[Rule]:
-    """Rules that judge a value against the whole run (unique) see the staged column once;
-    key integrity reads the staged key columns a batch at a time (8 bytes a row kept), less
-    the ``standing`` rows."""
+    """Rules that judge a value against the whole run (unique, key integrity) read the staged
+    columns a batch at a time, their hashes spilled to partition files in the run directory
+    (bounded memory whatever the run's size); key integrity less the ``standing`` rows."""
     out: list[Rule] = []
-    for rule in rules:
-        if isinstance(rule, Unique):
-            column = pq.read_table(rd.part("extract"), columns=[rule.field]).column(rule.field)
-            rule = rule.over(column)
-        elif isinstance(rule, DuplicateKey):
-            rule = rule.over(functools.partial(_key_batches, rd, list(rule.keys), standing))
-        out.append(rule)
+    spill = rd.path / SPILL
+    rd.reset(SPILL)  # what a crash left
+    try:
+        for rule in rules:
+            if isinstance(rule, Unique):
+                column = functools.partial(rd.batches, "extract", columns=[rule.field])
+                rule = rule.over_run(column, spill=spill)
+            elif isinstance(rule, DuplicateKey):
+                keys = functools.partial(_key_batches, rd, list(rule.keys), standing)
+                rule = rule.over(keys, spill=spill)
+            out.append(rule)
+    finally:
+        rd.reset(SPILL)
     return out
 
 
