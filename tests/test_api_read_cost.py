@@ -66,7 +66,8 @@ def commits(ws: Workspace) -> list[None]:
 def api_calls(ws: Workspace) -> list[tuple[str, str, int]]:
     with ws.store.session() as s:
         assert audit.check_chain(s).broken_id is None
-        events = s.scalars(sa.select(AuditEvent).where(AuditEvent.kind == "api.call")).all()
+        query = sa.select(AuditEvent).where(AuditEvent.kind == "api.call").order_by(AuditEvent.id)
+        events = s.scalars(query).all()
         return [(e.actor, e.subject, e.payload["status"]) for e in events]
 
 

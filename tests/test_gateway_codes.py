@@ -324,7 +324,9 @@ def test_revoking_stops_every_working_code_of_the_subscription(
         assert (refused.status, refused.reason) == (401, "revoked")
         assert issued.prefix in str(refused) and issued.code not in str(refused)
     with ws.store.session() as s:
-        kinds = s.execute(sa.select(AuditEvent.kind, AuditEvent.payload)).all()
+        kinds = s.execute(
+            sa.select(AuditEvent.kind, AuditEvent.payload).order_by(AuditEvent.id)
+        ).all()
     revoked = [p for k, p in kinds if k == "api.code_revoked"]
     assert revoked[0]["prefixes"] == [old.prefix, new.prefix]
     assert revoked[0]["reason"] == "leaked in a log"
@@ -377,7 +379,9 @@ def test_a_requester_may_undo_its_own_revocation_but_not_an_admins_made_after_it
     )
     with ws.store.session() as s:
         payloads = s.scalars(
-            sa.select(AuditEvent.payload).where(AuditEvent.kind == "api.code_revoked")
+            sa.select(AuditEvent.payload)
+            .where(AuditEvent.kind == "api.code_revoked")
+            .order_by(AuditEvent.id)
         ).all()
     assert [p["by_admin"] for p in payloads] == [False, False, True]
 

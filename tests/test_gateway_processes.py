@@ -241,7 +241,7 @@ def usage_rows(c: City) -> list[ApiCall]:
 def call_events(c: City) -> list[AuditEvent]:
     with c.ws.store.session() as s:
         query = sa.select(AuditEvent).where(AuditEvent.kind == "gateway.call")
-        return list(s.execute(query).scalars())
+        return list(s.execute(query.order_by(AuditEvent.id)).scalars())
 
 
 @pytest.fixture(autouse=True)
