@@ -10,8 +10,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
-from alembic.migration import MigrationContext
-from alembic.operations import Operations
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 
@@ -166,6 +164,9 @@ class SQLiteConnector(StagedMerge):
         # shape (the backfilled installation id NOT NULL, the two-column key) and copies it.
         # A copy table left by an earlier version's upgrade, cut short after it was created,
         # would make that fail for ever: it holds nothing the marker table lacks.
+        from alembic.migration import MigrationContext  # only to alter a table
+        from alembic.operations import Operations
+
         sa.Table(BATCH_COPY, sa.MetaData(), schema=schema).drop(conn, checkfirst=True)
         self.backfill_marker_table(conn, schema, shape, installation)
         ops = Operations(MigrationContext.configure(conn))

@@ -13,14 +13,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from exchange.runs.handle import failed_at
 from exchange.runs.lease import LeaseInfo, leases
-from exchange.store.models import Delivery, Run, Subscription, Watermark
+from exchange.store.models import Delivery, FileTarget, Run, Subscription, Watermark
 from exchange.workflow.grants import file_dir
-from exchange.workflow.service import provider_department, visible_to
 from exchange.workflow.users import Principal
 from exchange.workspace import Workspace
 
@@ -126,41 +127,73 @@ def subscriber_status(
     ws: Workspace, resource_code: str | None = None, who: Principal | None = None
 ) -> list[SubscriberStatus]:
     """Each subscription (of one resource, or of all; those ``who`` may see) and its
-    deliveries."""
+    deliveries: six queries however many subscriptions there are."""
+    q = sa.select(Subscription).order_by(Subscription.id)
+    if resource_code:
+        q = q.where(Subscription.resource_code == resource_code)
+    if who is not None and who.role != "admin":  # an admin sees every subscription
+        from exchange.workflow.service import visible_to  # its forms' models: not for admins
+
+        q = q.where(visible_to(ws, who))
+    ids = q.with_only_columns(Subscription.id).order_by(None).scalar_subquery()
     out = []
     with ws.store.session() as s:
-        q = sa.select(Subscription).order_by(Subscription.id)
-        if resource_code:
-            q = q.where(Subscription.resource_code == resource_code)
-        if who is not None:
-            q = q.where(visible_to(ws, who))
-        for sub in s.execute(q).scalars():
-            wm = s.get(Watermark, sub.id)
-            total = s.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(Delivery.rows), 0)).where(
-                    Delivery.subscription_id == sub.id, Delivery.status == "delivered"
-                )
-            ).scalar_one()
-            latest = sa.select(Delivery).where(Delivery.subscription_id == sub.id)
-            latest = latest.order_by(Delivery.finished_at.desc(), Delivery.id.desc()).limit(1)
-            last = s.execute(latest).scalar()  # the last attempt: its error, if it failed
-            ok = s.execute(latest.where(Delivery.status == "delivered")).scalar()
+        subs = list(s.execute(q).scalars())
+        marks = {w.subscription_id: w.value for w in s.scalars(_of(Watermark, ids))}
+        # Loaded into the session, so that file_dir finds each without a query of its own.
+        with_dir = {t.subscription_id for t in s.scalars(_of(FileTarget, ids))}
+        delivered = Delivery.status == "delivered"
+        totals = dict(
+            s.execute(
+                sa.select(Delivery.subscription_id, sa.func.sum(Delivery.rows))
+                .where(Delivery.subscription_id.in_(ids), delivered)
+                .group_by(Delivery.subscription_id)
+            ).all()
+        )
+        last = _latest(s, ids)  # the last attempt: its error, if it failed
+        ok = _latest(s, ids, delivered)  # refused ones never count as a delivery
+        for sub in subs:
+            tried, done = last.get(sub.id), ok.get(sub.id)
+            failed = tried.error if tried is not None and tried.status == "failed" else None
             out.append(
                 SubscriberStatus(
                     subscription_id=sub.id,
                     resource=sub.resource_code,
                     node=sub.subscriber_node,
-                    table=file_dir(s, sub) or sub.target_table,
+                    table=(file_dir(s, sub) if sub.id in with_dir else None) or sub.target_table,
                     status=sub.status,
                     valid_until=sub.valid_until,
-                    watermark=wm.value if wm else None,
-                    rows_delivered=int(total),
-                    last_delivery=ok.finished_at if ok else None,  # refused ones never count
-                    last_error=last.error if last is not None and last.status == "failed" else None,
+                    watermark=marks.get(sub.id),
+                    rows_delivered=int(totals.get(sub.id) or 0),
+                    last_delivery=done.finished_at if done else None,
+                    last_error=failed,
                     origin=_origin(ws, sub.resource_code),
                 )
             )
     return out
+
+
+def _of(model: type[Watermark] | type[FileTarget], ids: sa.ScalarSelect[int]) -> sa.Select[Any]:
+    """The rows of ``model`` (keyed by subscription id) of the subscriptions ``ids``."""
+    return sa.select(model).where(model.subscription_id.in_(ids))
+
+
+def _latest(
+    s: Session, ids: sa.ScalarSelect[int], *where: sa.ColumnElement[bool]
+) -> dict[int, Delivery]:
+    """Each subscription's latest delivery (the latest finished, then the highest id) among
+    those matching ``where``, in one query."""
+    rank = sa.func.row_number().over(
+        partition_by=Delivery.subscription_id,
+        order_by=(Delivery.finished_at.desc(), Delivery.id.desc()),
+    )
+    ranked = (
+        sa.select(Delivery.id, rank.label("rank"))
+        .where(Delivery.subscription_id.in_(ids), *where)
+        .subquery()
+    )
+    latest = sa.select(Delivery).join(ranked, Delivery.id == ranked.c.id).where(ranked.c.rank == 1)
+    return {d.subscription_id: d for d in s.scalars(latest)}
 
 
 def _origin(ws: Workspace, code: str) -> str | None:
@@ -173,6 +206,8 @@ def visible_resources(ws: Workspace, who: Principal) -> set[str] | None:
     its department's, for a requester those its department subscribes to."""
     if who.role == "admin":
         return None
+    from exchange.workflow.service import provider_department, visible_to
+
     with ws.store.session() as s:
         codes = set(
             s.execute(

@@ -5,7 +5,6 @@ its usage statistics as a table, CSV or JSON (``exchange.gateway.usage``)."""
 from __future__ import annotations
 
 import csv
-import http.client
 import io
 import json
 import os
@@ -97,6 +96,8 @@ def _terminated(signum: int, _frame: object) -> None:
 def _announce(host: str, port: int, health: str, what: str, *, within_s: float = 600.0) -> None:
     """Print ``gateway on http://host:port`` once its health path answers (a worker has
     started and the port accepts); nothing if it never does (the server's error says why)."""
+    import http.client  # here: every command's start would pay for ssl and email
+
     target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:

@@ -25,12 +25,13 @@ import stat
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from exchange.kernel.modes import DIR_MODE, FILE_MODE, private_dirs, private_file
+
+if TYPE_CHECKING:  # pyarrow is imported by the steps that read or write Parquet
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 __all__ = [
     "DIR_MODE",
@@ -191,6 +192,8 @@ class RunDir:
         return json.loads((self.path / "plan.json").read_text(encoding="utf-8"))
 
     def writer(self, name: str, schema: pa.Schema) -> pq.ParquetWriter:
+        import pyarrow.parquet as pq
+
         target = self.part(name)
         private_dirs(target.parent)
         os.close(private_file(target))  # Arrow then truncates it and keeps its mode
@@ -201,6 +204,8 @@ class RunDir:
         self, name: str, columns: list[str] | None = None, batch_size: int = 50_000
     ) -> Iterator[pa.RecordBatch]:
         """Stream a step's output back, a batch at a time."""
+        import pyarrow.parquet as pq
+
         path = self.part(name)
         if not path.exists():
             return

@@ -1,19 +1,22 @@
-"""Opening the metadata store and bringing its schema to the latest migration."""
+"""Opening the metadata store and bringing its schema to the latest migration.
+
+Alembic is imported only when the store is behind (or its version cannot be told cheaply):
+a store already at head is recognised by reading ``alembic_version`` against the heads the
+migration files declare, without loading Alembic or the migrations (0.3 s of every start).
+"""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from connectors.registry import normalise_url
@@ -22,14 +25,60 @@ from exchange.kernel.errors import ConnectionFailed, NotFound
 from exchange.kernel.modes import private_file
 from exchange.store.models import Installation
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+#: Alembic's default version table, which the store's environment (migrations/env.py) keeps.
+VERSION_TABLE = "alembic_version"
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+#: A migration file's own ``revision = "0007"`` and ``down_revision = ("0005", ...)`` lines.
+_REVISION_LINE = re.compile(
+    r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.+?)\s*(?:#[^\n]*)?$", re.MULTILINE
+)
+
+
+def declared_heads(versions: Path = MIGRATIONS / "versions") -> set[str] | None:
+    """The head revisions the migration files declare, read from their ``revision`` and
+    ``down_revision`` lines without importing them; ``None`` when a file says it in a way this
+    reading does not follow (a value over several lines, say: Alembic then decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted(versions.glob("*.py")):
+        found: dict[str, Any] = {}
+        for name, value in _REVISION_LINE.findall(path.read_text(encoding="utf-8")):
+            try:
+                found[name] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                return None
+        revision, down = found.get("revision"), found.get("down_revision")
+        downs = (down,) if isinstance(down, str) else down or ()
+        if not isinstance(revision, str) or not isinstance(downs, tuple | list):
+            return None
+        if not all(isinstance(d, str) for d in downs):
+            return None
+        revisions.add(revision)
+        parents.update(downs)
+    return revisions - parents or None
+
+
+def current_heads(conn: Connection) -> set[str]:
+    """The revisions the store records (none for a store that was never migrated)."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return set()
+    version = sa.table(VERSION_TABLE, sa.column("version_num"))
+    return set(conn.execute(sa.select(version.c.version_num)).scalars())
 
 
 def create_store_engine(url: str) -> Engine:
@@ -58,16 +107,20 @@ def create_store_engine(url: str) -> Engine:
 
 def upgrade(engine: Engine) -> bool:
     """Apply pending migrations; return whether anything was applied."""
-    cfg = _alembic_config(engine)
-    heads = set(ScriptDirectory.from_config(cfg).get_heads())
     try:
         with engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
+            current = current_heads(conn)
     except sa.exc.OperationalError as exc:
         raise ConnectionFailed(
             f"cannot open the metadata store ({safe_url(engine.url)}): {exc.orig}"
         ) from None
-    if current == heads:
+    if current and current == declared_heads():
+        return False
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(engine)
+    if current == set(ScriptDirectory.from_config(cfg).get_heads()):
         return False
     # Features add their tables on their own migration branches off 0001: upgrade all heads.
     command.upgrade(cfg, "heads")

@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from connectors.base import IDENTIFIER
+from connectors.names import IDENTIFIER
 from exchange.kernel.errors import BadInput
 from exchange.kernel.text import a_or_an
 

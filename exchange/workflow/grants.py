@@ -22,8 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from connectors.base import check_identifier
 from connectors.files import clean_path
+from connectors.names import check_identifier
 from exchange import audit
 from exchange.catalog.model import Catalog, Resource
 from exchange.kernel.clock import today, utcnow

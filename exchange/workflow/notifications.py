@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -21,6 +20,9 @@ from exchange import audit
 from exchange.kernel.clock import utcnow
 from exchange.store import Store
 from exchange.workflow.models import Notification
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def notify(
@@ -97,6 +99,8 @@ def send_pending(
     if not url or not ids:
         return SendReport(pending=len(ids), webhook=bool(url))
     sent = failed = 0
+    import httpx  # here: every workflow transition imports this module, few send
+
     own = client is None
     http = client or httpx.Client(timeout=timeout)
     try:
@@ -149,6 +153,8 @@ def _audited(n: Notification) -> dict[str, Any]:
 
 def _post(http: httpx.Client, url: str, body: dict[str, Any]) -> str | None:
     """None on a 2xx answer, else why not (the URL's credentials never appear)."""
+    import httpx
+
     try:
         response = http.post(url, json=body)
     except httpx.HTTPError as exc:
