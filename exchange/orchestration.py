@@ -11,6 +11,10 @@ parallel load tasks side by side) and gives back only its own part, so an ``exch
 the resource between two tasks is refused too. A plan step meets a live ``exchange run`` with
 ``RunBusy``, which is not terminal (the scheduler retries later, when the other holder has
 finished); a later task whose DAG run lost the lease stops with ``LeaseLost`` (terminal).
+
+The DAG files import this module on every parse and every task start to build their DAGs from
+the catalog, so at import it loads only the catalog's model and the kernel: the engine (flow,
+runs, workspace, connectors: SQLAlchemy, pyarrow, pandas) is imported by the step that runs.
 """
 
 from __future__ import annotations
@@ -24,19 +28,18 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import make_url
-
-from connectors.resolve import resolve_url
-from exchange import flow
 from exchange.catalog.model import Catalog, Resource
 from exchange.kernel import clock
 from exchange.kernel.clock import today
 from exchange.kernel.errors import BadInput, DeliveryFailed, RunFailed, RunHeld, is_terminal
-from exchange.runs import lease as leases
-from exchange.runs.handle import RunHandle, failed_step, resource_of, resume_run
-from exchange.workspace import Workspace
+from exchange.kernel.kinds import RESOURCE_KINDS
+
+if TYPE_CHECKING:
+    from exchange.runs import lease as leases
+    from exchange.runs.handle import RunHandle
+    from exchange.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,11 @@ POOL_PREFIX = "exchange_fe_"
 HOUSEKEEPING_DAG_ID = "exchange_housekeeping"
 
 Mask = Callable[[str], None]
+
+#: The resource kinds run as a batch, each with its steps in ``exchange.flow.STEPS`` (an api
+#: resource is served on each call, never run); ``tests/test_orchestration.py`` checks the two
+#: agree.
+RUN_KINDS: tuple[str, ...] = tuple(k for k in RESOURCE_KINDS if k != "api")
 
 
 # --- schedules ----------------------------------------------------------------------------
@@ -155,7 +163,7 @@ def dag_resources(catalog: Catalog) -> list[Resource]:
     return [
         catalog.resources[c]
         for c in sorted(catalog.resources)
-        if catalog.resources[c].kind in flow.STEPS  # api resources are served, not run
+        if catalog.resources[c].kind in RUN_KINDS
     ]
 
 
@@ -210,6 +218,8 @@ def pools_import_document(pools: Iterable[PoolSpec]) -> dict[str, dict[str, Any]
 
 def open_workspace(catalog_path: str | Path) -> Workspace:
     """The workspace a task works in: the catalog file, settings from the environment."""
+    from exchange.workspace import Workspace
+
     return Workspace.open(catalog_path)
 
 
@@ -218,6 +228,10 @@ def node_secrets(ws: Workspace, nodes: Iterable[str]) -> list[str]:
 
     A node that cannot be resolved yet is skipped: the step itself reports that, by name.
     """
+    from sqlalchemy.engine import make_url
+
+    from connectors.resolve import resolve_url
+
     found: list[str] = []
     base = Path(ws.catalog.path).parent if ws.catalog.path else Path(".")
     for name in sorted(set(nodes)):
@@ -245,6 +259,8 @@ def _mask_nodes(ws: Workspace, nodes: Iterable[str], mask: Mask | None) -> None:
 
 
 def _holder(name: str | None) -> leases.Holder:
+    from exchange.runs import lease as leases
+
     return leases.this_process(name)
 
 
@@ -256,6 +272,9 @@ def _working(
     the lease its plan step took (``LeaseLost`` when another holder has it now). ``step``: one
     that fails the run when it raises (extract, validate); a retry of it shows the run
     ``running`` again. A load or a record never touches the run's status."""
+    from exchange import flow
+    from exchange.runs.handle import RunHandle, resume_run
+
     run = RunHandle.open(ws, run_id)
     who = _holder(holder)
     with flow.working(ws, run.code, who, join=who.shared) as lease:
@@ -278,6 +297,9 @@ def plan_step(
 ) -> dict[str, Any]:
     """Plan (or resume) a run: its id, its directory and the subscriptions to serve. ``full``
     abandons an unfinished run and plans a full one."""
+    from exchange import flow
+    from exchange.runs import lease as leases
+
     with open_workspace(catalog_path) as ws:
         _mask_nodes(ws, [ws.catalog.resource(code).provider], mask)
         flow.steps_for(ws.catalog.resource(code))
@@ -296,6 +318,8 @@ def plan_step(
 
 def subscribers_step(catalog_path: str | Path, run_id: str) -> list[int]:
     """The subscription ids the run's plan serves (one mapped load task each)."""
+    from exchange.runs.handle import RunHandle
+
     with open_workspace(catalog_path) as ws:
         return RunHandle.open(ws, run_id).plan.subscription_ids
 
@@ -304,6 +328,8 @@ def extract_step(
     catalog_path: str | Path, run_id: str, mask: Mask | None = None, holder: str | None = None
 ) -> dict[str, Any]:
     """Extract once from the provider (rows, or new and changed files); what was staged."""
+    from exchange import flow
+
     with (
         open_workspace(catalog_path) as ws,
         _working(ws, run_id, holder, "extract") as (run, lease),
@@ -325,7 +351,11 @@ def validate_step(
 ) -> dict[str, Any]:
     """Validate the staged rows; the valid file's path and the counts. A run that quality
     holds back raises ``RunHeld`` (terminal: the task fails without retries)."""
+    from exchange import flow
+
     with open_workspace(catalog_path) as ws, _working(ws, run_id, holder, "validate") as (run, _):
+        if run.plan.split:  # the ranges' parts, staged by their tasks, as one extract
+            flow.join_ranges(ws, run)
         result = flow.validate(ws, run)
         checked = flow.steps_for(run.resource).has_rows(run)
     if result.held:
@@ -347,6 +377,8 @@ def load_step(
 ) -> dict[str, Any]:
     """Deliver the run to one subscriber. A failed delivery raises ``DeliveryFailed``, so the
     scheduler retries this subscriber alone (the delivery marker keeps it exactly once)."""
+    from exchange import flow
+
     with open_workspace(catalog_path) as ws, _working(ws, run_id, holder) as (run, lease):
         _mask_nodes(ws, [run.plan.delivery(subscription_id).node], mask)
         result = flow.deliver(ws, run, subscription_id, lease=lease)
@@ -364,6 +396,113 @@ def load_step(
     }
 
 
+# --- split full extracts: one mapped task per key range (docs/runs.md) --------------------
+
+#: The range number of a run that is not split: one task extracts (and loads) it whole.
+WHOLE = -1
+
+
+def ranges_step(catalog_path: str | Path, run_id: str) -> list[int]:
+    """The key ranges of the run's extract, one mapped extract task each (``[WHOLE]``: the
+    run is not split, e.g. an incremental run of a split resource)."""
+    from exchange.runs.handle import RunHandle
+
+    with open_workspace(catalog_path) as ws:
+        plan = RunHandle.open(ws, run_id).plan
+        return list(range(len(plan.ranges))) or [WHOLE]
+
+
+def extract_range_step(
+    catalog_path: str | Path,
+    run_id: str,
+    k: int,
+    mask: Mask | None = None,
+    holder: str | None = None,
+) -> dict[str, Any]:
+    """Extract key range ``k`` of a split run into its own part (any worker: the run's
+    directory is shared); ``WHOLE``: the whole extract, as ``extract_step``."""
+    if k == WHOLE:
+        return extract_step(catalog_path, run_id, mask, holder)
+    from exchange import flow
+
+    with (
+        open_workspace(catalog_path) as ws,
+        _working(ws, run_id, holder, "extract") as (run, lease),
+    ):
+        _mask_nodes(ws, [run.resource.provider], mask)
+        rows = flow.extract_range(ws, run, k, lease=lease)
+    return {"run_id": run_id, "range": k, "rows": rows}
+
+
+def units_step(catalog_path: str | Path, run_id: str) -> list[dict[str, int]]:
+    """The loads of the run, one mapped task each: every (subscription, key range) of a split
+    run, else every subscription (range ``WHOLE``)."""
+    from exchange.runs.handle import RunHandle
+
+    with open_workspace(catalog_path) as ws:
+        plan = RunHandle.open(ws, run_id).plan
+        ranges = list(range(len(plan.ranges))) or [WHOLE]
+        return [{"subscription_id": s, "k": k} for s in plan.subscription_ids for k in ranges]
+
+
+def load_range_step(
+    catalog_path: str | Path,
+    run_id: str,
+    subscription_id: int,
+    k: int,
+    mask: Mask | None = None,
+    holder: str | None = None,
+) -> dict[str, Any]:
+    """Load key range ``k`` of a split run into one subscriber with its range marker (a
+    failure raises ``DeliveryFailed``: this range alone is retried); ``WHOLE``: the whole
+    delivery, as ``load_step``. The subscriber's ``close_step`` records the delivery."""
+    if k == WHOLE:
+        return load_step(catalog_path, run_id, subscription_id, mask, holder)
+    from exchange import flow
+
+    with open_workspace(catalog_path) as ws, _working(ws, run_id, holder) as (run, lease):
+        _mask_nodes(ws, [run.plan.delivery(subscription_id).node], mask)
+        try:
+            stopped = flow.deliver_range(ws, run, subscription_id, k, lease)
+        except Exception as exc:
+            if is_terminal(exc):  # held, lost lease, a target that refuses: no retry helps
+                raise
+            raise DeliveryFailed({subscription_id: flow.error_text(exc)}) from None
+    if stopped is not None and stopped.status == "held":
+        raise RunHeld(run_id, run.code, stopped.error or "held back")
+    return {"run_id": run_id, "subscription_id": subscription_id, "range": k}
+
+
+def close_step(
+    catalog_path: str | Path,
+    run_id: str,
+    subscription_id: int,
+    mask: Mask | None = None,
+    holder: str | None = None,
+) -> dict[str, Any]:
+    """Close a split run's delivery to one subscriber once its ranges' tasks are done (a
+    snapshot's deletes once, by the keys of all ranges; the marker; the record). A range not
+    in raises ``DeliveryFailed`` (recorded; the next run loads only what is missing). A run
+    not split has nothing to close: its load task recorded the delivery."""
+    from exchange import flow
+
+    with open_workspace(catalog_path) as ws, _working(ws, run_id, holder) as (run, lease):
+        if not run.plan.split:
+            return {"run_id": run_id, "subscription_id": subscription_id}
+        _mask_nodes(ws, [run.plan.delivery(subscription_id).node], mask)
+        lease.check()
+        result = flow.close_delivery(ws, run, subscription_id)
+    if result.status not in ("delivered", "skipped", "held"):
+        raise DeliveryFailed({subscription_id: result.error or "failed"})
+    return {
+        "run_id": run_id,
+        "subscription_id": subscription_id,
+        "status": result.status,
+        "rows": result.rows,
+        "watermark": result.watermark,
+    }
+
+
 def record_step(catalog_path: str | Path, run_id: str, holder: str | None = None) -> dict[str, Any]:
     """Close the run. Raises ``RunHeld`` when quality held it back, else ``DeliveryFailed``
     naming every subscriber that was not served (after its own retries), so the DAG run ends
@@ -371,6 +510,10 @@ def record_step(catalog_path: str | Path, run_id: str, holder: str | None = None
     (``RunFailed``): it stays ``failed`` with that step's error, and the next run resumes it.
     The DAG run's lease is given back here, whatever the outcome but a retriable error (the
     scheduler retries this step while the DAG run holds the resource)."""
+    from exchange import flow
+    from exchange.runs import lease as leases
+    from exchange.runs.handle import failed_step, resource_of
+
     with open_workspace(catalog_path) as ws:
         code, who = resource_of(ws, run_id), _holder(holder)
         try:

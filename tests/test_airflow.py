@@ -267,6 +267,33 @@ def test_the_api_server_serves_the_exchange_api_under_its_prefix(
     assert got["health"] == 200  # and Airflow's own API is still there
 
 
+def test_a_task_process_loads_the_plugins_folder_without_building_the_api_apps(
+    airflow_env: AirflowEnv,
+) -> None:
+    # What a task process does when it builds its template context: it loads every plugin
+    # (for their macros and listeners); only the api-server reads the apps to mount them.
+    code = (
+        "import json, sys\n"
+        "from airflow.sdk.plugins_manager import integrate_macros_plugins, _get_plugins\n"
+        "integrate_macros_plugins()\n"
+        "loaded = {p.name: p for p in _get_plugins()[0]}\n"
+        "before = sorted(m for m in ('exchange.api', 'exchange.gateway.app') if m in sys.modules)\n"
+        "apps = [d['url_prefix'] for d in loaded['city_exchange'].fastapi_apps]\n"
+        "print(json.dumps({'before': before, 'apps': apps, 'errors': _get_plugins()[1]}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=airflow_env.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got == {"before": [], "apps": ["/exchange", "/gateway"], "errors": {}}
+
+
 def test_housekeeping_dag_times_out_a_pending_review_and_writes_the_daily_report(
     airflow_env: AirflowEnv, tmp_path: Path
 ) -> None:

@@ -6,10 +6,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from exchange.catalog import load_catalog
+from bench.dag_parse import catalog_text
+from exchange.catalog import load_catalog, loader
 from exchange.kernel.errors import CatalogError
 from schemas import load_schema
 
@@ -321,6 +324,64 @@ def test_invalid_yaml_is_reported_with_its_line(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_catalog_error(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="cannot read catalog"):
         load_catalog(tmp_path / "nowhere.yaml")
+
+
+def test_a_valid_catalog_is_parsed_once_with_libyaml_and_composes_no_node_tree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every DAG parse and every Airflow task start loads the catalog: the node tree is only
+    # what places a problem on its line, so a valid catalog never builds one.
+    loaders: list[Any] = []
+    real_load = yaml.load
+
+    def load(stream: Any, **kwargs: Any) -> Any:
+        loaders.append(kwargs["Loader"])
+        return real_load(stream, **kwargs)
+
+    def compose(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a valid catalog composed its node tree")
+
+    monkeypatch.setattr(yaml, "load", load)
+    monkeypatch.setattr(yaml, "compose", compose)
+
+    load_catalog(DEMO)
+
+    assert yaml.__with_libyaml__, "PyYAML of this environment is built without libyaml"
+    assert loaders == [yaml.CSafeLoader]
+
+
+@pytest.mark.parametrize("example", ["demo.yaml", "upstream.yaml", "200 resources"])
+def test_libyaml_and_pyyaml_read_a_catalog_alike(
+    example: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = DEMO.with_name(example)
+    if example == "200 resources":  # the catalog bench/dag_parse.py times
+        path = tmp_path / "catalog.yaml"
+        path.write_text(catalog_text(200), encoding="utf-8")
+    with_libyaml = load_catalog(path)
+    monkeypatch.setattr(loader, "_FAST_LOADER", yaml.SafeLoader)
+
+    assert load_catalog(path) == with_libyaml
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("    share: unconditional\n", "    share: [unconditional\n"),  # not YAML
+        ("type: date", "type: datum"),  # a schema problem
+        ("cursor: updated_at", "cursor: updatedat"),  # a cross-reference problem
+    ],
+    ids=["syntax", "schema", "cross-reference"],
+)
+def test_a_problem_reads_the_same_with_libyaml_as_with_pyyaml(
+    old: str, new: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = edit(VALID, old, new)
+    with_libyaml = problems_in(tmp_path, text)
+    monkeypatch.setattr(loader, "_FAST_LOADER", yaml.SafeLoader)
+
+    assert problems_in(tmp_path, text) == with_libyaml
+    assert with_libyaml[0].startswith("catalog.yaml:")
 
 
 # -- the command line -------------------------------------------------------------------------

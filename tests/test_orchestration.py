@@ -120,6 +120,27 @@ def test_one_pool_per_providing_node_sized_from_the_catalog(
     assert [r.code for r in orch.dag_resources(ws.catalog)] == ["A", "B", "C"]
 
 
+def test_the_kinds_that_get_a_dag_are_the_kinds_the_engine_has_steps_for() -> None:
+    from exchange import flow
+
+    assert set(orch.RUN_KINDS) == set(flow.STEPS)
+
+
+def test_what_a_dag_parse_imports_of_the_engine_holds_no_database_or_arrow_module() -> None:
+    # Every DAG parse and task start imports this module to build DAGs from the catalog; the
+    # engine's modules (and their SQLAlchemy, pyarrow, pandas) wait for the step that runs.
+    heavy = ("exchange.flow", "exchange.workspace", "sqlalchemy", "pyarrow", "pandas", "adbc")
+    code = (
+        "import sys, exchange.orchestration; "
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+
+    assert done.stdout.strip() == "[]"
+
+
 def test_pools_command_prints_and_writes_the_airflow_import_file(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(POOLS_CATALOG, encoding="utf-8")

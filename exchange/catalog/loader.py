@@ -4,6 +4,11 @@ A message never repeats a value that may be a secret written by mistake (a token
 credential reference belongs, a database URL where a variable name belongs): the schema's
 errors under ``auth``, ``credential``, ``connection`` and ``base_url`` say what is wrong
 without the value, and a YAML syntax error names its line and column, not the line's text.
+
+Every DAG parse and every Airflow task start loads the catalog, so the file is read once with
+libyaml's parser where PyYAML has it; the node tree that gives a problem its line is composed only
+when there is a problem to place, and a syntax error is re-read with PyYAML's own parser so its
+message is the same with or without libyaml.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ from exchange.kernel.text import a_or_an
 from schemas import load_schema
 
 _VALIDATOR = jsonschema.Draft202012Validator(load_schema())
+
+#: libyaml's safe loader where PyYAML was built with it (its parser is C, bench/dag_parse.py
+#: shows what that saves); both construct the same values: the constructor and the resolver
+#: are PyYAML's in either.
+_FAST_LOADER: Any = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 
 
 def format_path(parts: list[str | int] | tuple[str | int, ...]) -> str:
@@ -220,6 +230,7 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
         if isinstance(r.get("cursor"), str) and r["cursor"] not in names:
             yield here + ["cursor"], f"{r['cursor']!r} is not a field of the resource"
         yield from _cursor_lag_problems(r, here)
+        yield from _split_problems(r, here)
         yield from ((here + p, m) for p, m in quality_problems(r))
         yield from ((here + p, m) for p, m in files_problems(r, provider))
         yield from ((here + p, m) for p, m in api_problems(r, provider))
@@ -308,6 +319,28 @@ def _cursor_lag_problems(
         yield here + ["cursor_lag"], f"{what}: {fix}"
 
 
+def _split_problems(
+    r: dict[str, Any], here: list[str | int]
+) -> Iterator[tuple[list[str | int], str]]:
+    """``split.by`` must be the primary key's (first) column: a key then never spans two
+    ranges, so the duplicate-key check and each range's merge see all of a key's rows."""
+    split, key = r.get("split"), r.get("primary_key")
+    if not isinstance(split, dict) or not isinstance(split.get("by"), str):
+        return
+    by, code = split["by"], r.get("code")
+    names = [f.get("name") for _, f in _dicts(r.get("fields")) if isinstance(f, dict)]
+    if r.get("kind") != "table":
+        yield here + ["split"], f"resource {code}: only a table resource can be split"
+    elif by not in names:
+        yield here + ["split", "by"], f"resource {code}: split by {by!r}, not a field of it"
+    elif not isinstance(key, list) or not key or key[0] != by:
+        yield (
+            here + ["split", "by"],
+            f"resource {code}: split by {by!r}, which is not its primary key or the first "
+            f"column of it (primary_key: {key!r})",
+        )
+
+
 def _trailing_newlines(
     r: dict[str, Any], here: list[str | int]
 ) -> Iterator[tuple[list[str | int], str]]:
@@ -334,17 +367,29 @@ def _trailing_newlines(
             yield path, f"{value!r} is not a valid identifier (it ends with a line break)"
 
 
-def validate_document(doc: Any, root: yaml.Node | None, filename: str) -> list[str]:
-    """Every problem in ``doc`` as ``file:line path: message``, sorted by line."""
-    found: list[tuple[int, str]] = []
+def _document_problems(doc: Any) -> list[tuple[list[str | int], str]]:
+    """Every problem in ``doc`` as (key path, message), in the order the checks find them."""
+    found: list[tuple[list[str | int], str]] = []
     for err in _VALIDATOR.iter_errors(doc):
         parts = list(err.absolute_path)
-        found.append((_line_of(root, parts), f"{format_path(parts)}: {_schema_message(err)}"))
+        found.append((parts, f"{format_path(parts)}: {_schema_message(err)}"))
     if isinstance(doc, dict):
-        for parts, msg in _semantic_problems(doc):
-            found.append((_line_of(root, parts), f"{format_path(parts)}: {msg}"))
+        found += [(parts, f"{format_path(parts)}: {msg}") for parts, msg in _semantic_problems(doc)]
+    return found
+
+
+def _place_problems(
+    problems: list[tuple[list[str | int], str]], root: yaml.Node | None, filename: str
+) -> list[str]:
+    """``problems`` as ``file:line path: message``, sorted by line."""
+    found = [(_line_of(root, parts), msg) for parts, msg in problems]
     found.sort(key=lambda x: x[0])
     return [f"{filename}:{line} {msg}" for line, msg in found]
+
+
+def validate_document(doc: Any, root: yaml.Node | None, filename: str) -> list[str]:
+    """Every problem in ``doc`` as ``file:line path: message``, sorted by line."""
+    return _place_problems(_document_problems(doc), root, filename)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -359,6 +404,29 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{line} not valid YAML: {what}{column}"
 
 
+def _parse(text: str, filename: str) -> Any:
+    """The YAML document in ``text`` (``{}`` when empty), or CatalogError naming the line."""
+    try:
+        doc = yaml.load(text, Loader=_FAST_LOADER)
+    except yaml.YAMLError:
+        # libyaml words its errors its own way: PyYAML's parser gives the message the
+        # catalog's authors know, at the same line (and, were the two ever to disagree on a
+        # document, PyYAML's reading is the one the catalog has always had).
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise CatalogError([f"{filename}:{_yaml_problem(exc)}"]) from None
+    return {} if doc is None else doc
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The node tree of a document ``_parse`` read (with the parser that read it)."""
+    try:
+        return yaml.compose(text, Loader=_FAST_LOADER)
+    except yaml.YAMLError:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def load_catalog(path: str | Path) -> Catalog:
     """Read and validate a catalog file; raise CatalogError listing every problem."""
     p = Path(path)
@@ -366,14 +434,10 @@ def load_catalog(path: str | Path) -> Catalog:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError([f"{p}: cannot read catalog: {exc.strerror}"]) from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogError([f"{p.name}:{_yaml_problem(exc)}"]) from None
-    if doc is None:
-        doc = {}
-    problems = validate_document(doc, root, p.name)
+    doc = _parse(text, p.name)
+    problems = _document_problems(doc)
     if problems:
-        raise CatalogError(problems)
+        # Only now the node tree: it is what knows each key's line.
+        root = _compose(text)
+        raise CatalogError(_place_problems(problems, root, p.name))
     return build_catalog(doc, str(p))
