@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.registry_pg import FIELDS, SOURCE_DB
+from bench.registry_pg import FIELDS
 
 COLUMNS = [f.name for f in FIELDS]
 # MariaDB has no boolean: the export writes is_active as 0/1 for it.
@@ -36,10 +36,11 @@ def _where(since: str | None) -> str:
     return f" WHERE updated_at >= '{since}'" if since else ""
 
 
-def pg_to_pg(target_db: str, since: str | None = None) -> float:
-    """Seconds to pipe the (changed) rows into ``target_db``'s enterprise table."""
+def pg_to_pg(source_db: str, target_db: str, since: str | None = None) -> float:
+    """Seconds to pipe the (changed) rows of ``source_db`` into ``target_db``'s enterprise
+    table (two whole psql processes, their start-up included, as for the engine)."""
     export = f"COPY (SELECT * FROM enterprise{_where(since)}) TO STDOUT"
-    src = _q([*PSQL, "-d", SOURCE_DB, "-c", export])
+    src = _q([*PSQL, "-d", source_db, "-c", export])
     if since is None:
         dst = _q([*PSQL, "-d", target_db, "-c", "COPY enterprise FROM STDIN"])
     else:
@@ -51,8 +52,9 @@ def pg_to_pg(target_db: str, since: str | None = None) -> float:
     return _sh(f"{src} | {dst}")
 
 
-def pg_to_maria(target_db: str, since: str | None = None) -> float:
-    """Seconds to export the (changed) rows to a file and LOAD DATA them into MariaDB."""
+def pg_to_maria(source_db: str, target_db: str, since: str | None = None) -> float:
+    """Seconds to export the (changed) rows of ``source_db`` to a file and LOAD DATA them into
+    MariaDB's ``target_db``."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "rows.tsv"
         export = f"COPY (SELECT {MARIA_SELECT} FROM enterprise{_where(since)}) TO STDOUT"
@@ -66,6 +68,6 @@ def pg_to_maria(target_db: str, since: str | None = None) -> float:
                 f"INSERT INTO enterprise SELECT * FROM s ON DUPLICATE KEY UPDATE {sets}"
             )
         return _sh(
-            f"{_q([*PSQL, '-d', SOURCE_DB, '-c', export])} > {path} && "
+            f"{_q([*PSQL, '-d', source_db, '-c', export])} > {path} && "
             f"{_q([*MARIADB, target_db, '-e', sql])}"
         )
