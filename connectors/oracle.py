@@ -101,7 +101,7 @@ class OracleConnector(StagedMerge):
         table = sa.table(spec.name, *(sa.column(n) for n in spec.column_names), schema=spec.schema)
         stmt = sa.select(*(_read_as(table.c[f.name], f.type) for f in spec.fields))
         if since is not None:
-            stmt = stmt.where(self.since_clause(table.c[since.column], since.value))
+            stmt = stmt.where(self.filter_clause(table.c[since.column], since))
         return stmt
 
     def since_clause(self, column: sa.ColumnClause[Any], value: Any) -> sa.ColumnElement[bool]:

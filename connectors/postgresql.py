@@ -122,7 +122,10 @@ class PostgreSQLConnector(DatabaseConnector):
 
     def _sql(self, stmt: Any) -> tuple[str, tuple[Any, ...]]:
         """A statement as PostgreSQL text with $n parameters, for the ADBC driver."""
-        compiled = stmt.compile(dialect=psycopg_dialect(paramstyle="numeric_dollar"))
+        compiled = stmt.compile(
+            dialect=psycopg_dialect(paramstyle="numeric_dollar"),
+            compile_kwargs={"render_postcompile": True},  # literal_execute: SQLAlchemy quotes
+        )
         return str(compiled), tuple(compiled.params[k] for k in compiled.positiontup or ())
 
 

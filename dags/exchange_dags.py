@@ -1,6 +1,9 @@
 """The DAG factory: one DAG per table, file and folder resource of $EXCHANGE_CATALOG's catalog.
 
 plan -> extract -> validate -> subscribers -> load (one mapped task per subscriber) -> record.
+A resource with ``split``: plan -> extract_range (one mapped task per key range, on any
+worker) -> validate (joins the ranges) -> load_range (one per subscriber and range) -> close
+(one per subscriber: a snapshot's deletes once, the marker) -> record.
 Each task calls one function of ``exchange.orchestration``; tasks pass run ids and paths. Under
 the OpenLineage provider, tasks report their datasets and the engine's run events point at the
 DAG run (``plugins/exchange_openlineage.py``).
@@ -183,12 +186,87 @@ def build_resource_dag(resource: Resource, catalog_path: str) -> Any:
                 raise AirflowFailException(str(exc)) from exc
 
         planned = plan()
+        if resource.split is not None:
+            _split_tasks(planned, validate, subscribers, record)
+            return
         extracted = extract(planned["run_id"])
         validated = validate(extracted["run_id"])
         loaded = load.partial(run=validated["run_id"]).expand(
             subscription_id=subscribers(validated["run_id"])
         )
         loaded >> record(planned["run_id"])
+
+    def _split_tasks(planned: Any, validate: Any, subscribers: Any, record: Any) -> None:
+        """The mapped range tasks of a split resource, wired between plan and record."""
+
+        @task(task_id="ranges", execution_timeout=orch.STEP_TIMEOUTS["plan"])
+        def ranges(run: str) -> list[int]:
+            return _final(orch.ranges_step, catalog_path, run)
+
+        @task(
+            task_id="extract_range",
+            map_index_template="{{ key_range }}",
+            pool=orch.pool_name(resource.provider),
+            execution_timeout=orch.STEP_TIMEOUTS["extract"],
+        )
+        def extract_range(run: str, k: int) -> dict[str, Any]:
+            context = get_current_context()
+            context["key_range"] = "whole" if k == orch.WHOLE else f"range {k}"  # type: ignore[typeddict-unknown-key]
+            point_engine_at_dag_run()
+            with reporting(catalog_path, run):
+                return _final(
+                    orch.extract_range_step, catalog_path, run, k, mask=mask_secret,
+                    holder=_holder(code),
+                )  # fmt: skip
+
+        @task(task_id="units", execution_timeout=orch.STEP_TIMEOUTS["plan"])
+        def units(run: str) -> list[dict[str, int]]:
+            return _final(orch.units_step, catalog_path, run)
+
+        @task(
+            task_id="load_range",
+            map_index_template="{{ delivery }}",
+            execution_timeout=orch.STEP_TIMEOUTS["load"],
+        )
+        def load_range(run: str, unit: dict[str, int]) -> dict[str, Any]:
+            sid, k = unit["subscription_id"], unit["k"]
+            context = get_current_context()
+            context["delivery"] = f"subscription {sid} range {k}"  # type: ignore[typeddict-unknown-key]
+            point_engine_at_dag_run()
+            # DeliveryFailed propagates: this range alone is retried (its range marker keeps
+            # it exactly once).
+            with reporting(catalog_path, run, subscription=sid):
+                return _final(
+                    orch.load_range_step, catalog_path, run, sid, k, mask=mask_secret,
+                    holder=_holder(code),
+                )  # fmt: skip
+
+        @task(
+            task_id="close",
+            map_index_template="{{ delivery }}",
+            trigger_rule=TriggerRule.ALL_DONE,  # a range that failed is recorded failed here
+            execution_timeout=orch.STEP_TIMEOUTS["load"],
+        )
+        def close(run: str, subscription_id: int) -> dict[str, Any]:
+            context = get_current_context()
+            context["delivery"] = f"subscription {subscription_id}"  # type: ignore[typeddict-unknown-key]
+            point_engine_at_dag_run()
+            try:
+                return _final(
+                    orch.close_step, catalog_path, run, subscription_id, mask=mask_secret,
+                    holder=_holder(code),
+                )  # fmt: skip
+            except DeliveryFailed as exc:  # its ranges had their retries already
+                raise AirflowFailException(str(exc)) from exc
+
+        staged = extract_range.partial(run=planned["run_id"]).expand(k=ranges(planned["run_id"]))
+        validated = validate(planned["run_id"])
+        staged >> validated
+        loaded = load_range.partial(run=validated["run_id"]).expand(unit=units(validated["run_id"]))
+        closed = close.partial(run=validated["run_id"]).expand(
+            subscription_id=subscribers(validated["run_id"])
+        )
+        loaded >> closed >> record(planned["run_id"])
 
     return resource_dag()
 

@@ -68,6 +68,7 @@ from exchange.runs.results import DeliveryResult, record_delivery, recorded
 from exchange.tables import extract as table_extract
 from exchange.tables import load as table_load
 from exchange.tables import plan as table_plan
+from exchange.tables.plan import split_workers
 from exchange.tables.validate import ValidationResult
 from exchange.tables.validate import validate as validate_rows
 from exchange.workspace import Workspace
@@ -145,7 +146,34 @@ class TableSteps:
         self, ws: Workspace, run: RunHandle, d: Delivery, progress: Progress | None
     ) -> DeliveryResult:
         assert isinstance(d, TableDelivery), "a table resource plans table deliveries only"
+        if run.plan.split:
+            return deliver_split(ws, run, d, progress)
         return table_load.load_subscriber(ws, run, d, progress)
+
+
+def deliver_split(
+    ws: Workspace, run: RunHandle, d: TableDelivery, progress: Progress | None
+) -> DeliveryResult:
+    """A split run's delivery to one subscriber: every key range not in its target yet, side
+    by side (one at a time into SQLite, which has one writer), each with its range marker;
+    then the close (a snapshot's deletes once, the marker, the record). A range that fails is
+    named in the failed delivery; the next run loads only the ranges still missing."""
+    ranges = range(len(run.plan.ranges))
+    failed: dict[int, str] = {}
+
+    def one(k: int) -> None:
+        try:
+            table_load.load_range(ws, run, d, k, progress)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            failed[k] = error_text(exc)
+
+    one_writer = ws.catalog.node(d.node).kind == "sqlite"
+    workers = 1 if one_writer else min(len(ranges), split_workers(len(ranges)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="exchange-range") as pool:
+        list(pool.map(one, ranges))
+    return table_load.close_split(ws, run, d, failed)
 
 
 class FileSteps:
@@ -296,6 +324,63 @@ def extract(
     (stopping between batches when the ``lease`` is lost)."""
     report = progress or (lambda n: None)
     return steps_for(run.resource).extract(ws, run, lease.guard(report) if lease else report)
+
+
+def extract_range(
+    ws: Workspace,
+    run: RunHandle,
+    k: int,
+    progress: Progress | None = None,
+    lease: leases.Lease | None = None,
+) -> int:
+    """Stage key range ``k`` of a split run (one Airflow task each, on any worker); its rows."""
+    report = progress or (lambda n: None)
+    return table_extract.extract_range(ws, run, k, lease.guard(report) if lease else report)
+
+
+def join_ranges(ws: Workspace, run: RunHandle) -> int:
+    """The split run's ranges, staged, as its one extract (before validate); its rows."""
+    return table_extract.join_ranges(ws, run)
+
+
+def deliver_range(
+    ws: Workspace,
+    run: RunHandle,
+    subscription_id: int,
+    k: int,
+    lease: leases.Lease | None = None,
+) -> DeliveryResult | None:
+    """Load key range ``k`` of a split run into one subscriber (an Airflow task each): None
+    when it is in, else the subscriber's outcome that stops it (held, skipped). Raises when
+    the range fails (its task is retried; the close records the failure)."""
+    d = run.plan.delivery(subscription_id)
+    assert isinstance(d, TableDelivery), "a split run plans table deliveries only"
+    if not run.dir.is_done("validate"):
+        raise BadInput(
+            f"run {run.id}: validate it before delivering to subscription {d.subscription_id}"
+        )
+    held = run.dir.read_done("validate").get("held")
+    if held:
+        return hold(ws, run, d, held)
+    refused = refused_delivery(ws, run.id, d)
+    if refused is not None:
+        return refused
+    if lease is not None:
+        lease.check()
+    table_load.load_range(ws, run, d, k, lease.guard(lambda n: None) if lease else None)
+    return None
+
+
+def close_delivery(ws: Workspace, run: RunHandle, subscription_id: int) -> DeliveryResult:
+    """Close a split run's delivery to one subscriber once its ranges are in (an Airflow task
+    each): deletes, marker, record; an outcome recorded already (held, skipped) stays."""
+    d = run.plan.delivery(subscription_id)
+    assert isinstance(d, TableDelivery), "a split run plans table deliveries only"
+    done = recorded(ws, run.id, subscription_id)
+    if done is not None and done.status in ("held", "skipped"):
+        return replace(done, node=d.node, table=d.table)
+    refused = refused_delivery(ws, run.id, d)
+    return refused if refused is not None else table_load.close_split(ws, run, d, {})
 
 
 def validate(ws: Workspace, run: RunHandle) -> ValidationResult:

@@ -116,6 +116,15 @@ class Field:
 
 
 @dataclass(frozen=True)
+class Split:
+    """How a full extract of a table is cut: ``chunks`` ranges of the key column ``by`` (the
+    primary key, or the first column of a composite one, so no key spans two ranges)."""
+
+    by: str
+    chunks: int
+
+
+@dataclass(frozen=True)
 class Resource:
     """A catalog resource (资源): tables, files and folders are moved by runs; an api is
     served on each call by the gateway."""
@@ -143,6 +152,8 @@ class Resource:
     origin: Origin | None = None
     operations: tuple[ApiOperation, ...] = ()  # api resources
     quota: ApiQuota = ApiQuota()  # api resources: calls per authorization code
+    #: A full extract cut into key ranges, each extracted and loaded on its own (tables).
+    split: Split | None = None
 
     def operation(self, name: str) -> ApiOperation:
         """The api resource's operation ``name``; NotFound naming the known ones."""
@@ -298,6 +309,7 @@ def build_catalog(doc: dict[str, Any], path: str) -> Catalog:
             origin=_origin(r.get("origin")),
             operations=api_operations(r.get("operations")),
             quota=api_quota(r.get("quota")),
+            split=Split(r["split"]["by"], r["split"]["chunks"]) if r.get("split") else None,
         )
     departments = {str(code): name for code, name in (doc.get("departments") or {}).items()}
     return Catalog(nodes=nodes, resources=resources, path=path, departments=departments)

@@ -75,6 +75,15 @@ class PlannedDelete:
 
 
 @dataclass(frozen=True)
+class PlannedRange:
+    """One key range of a split full extract: ``low`` <= key < ``high`` (encoded as
+    watermarks are; None: open on that side). The first range also takes NULL keys."""
+
+    low: str | None
+    high: str | None
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one run does: from which cursor to extract (tables) or which files to move, and
     to whom."""
@@ -90,6 +99,14 @@ class Plan:
     deletes: tuple[PlannedDelete, ...] = ()
     waiting_for_marker: tuple[str, ...] = ()
     kind: Literal["table", "files"] = "table"
+    #: A split full extract: the key column and its ranges, fixed at the plan so a resumed
+    #: run cuts the same ones (none: one extract, one load per subscriber).
+    split_by: str | None = None
+    ranges: tuple[PlannedRange, ...] = ()
+
+    @property
+    def split(self) -> bool:
+        return bool(self.ranges)
 
     @property
     def subscription_ids(self) -> list[int]:
@@ -136,6 +153,8 @@ class Plan:
             ),
             waiting_for_marker=tuple(doc.get("waiting_for_marker", ())),
             kind="files" if doc.get("kind") == "files" else "table",
+            split_by=doc.get("split_by"),
+            ranges=tuple(PlannedRange(r["low"], r["high"]) for r in doc.get("ranges", ())),
         )
 
 
