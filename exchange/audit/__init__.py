@@ -7,6 +7,8 @@ committed (its hook is registered on import of this package) and checkpointing; 
 outside the store and where they are. Verification and export are imported where used.
 """
 
+from typing import Any
+
 from exchange.audit.chain import (
     GENESIS,
     SUBJECT_MAX,
@@ -20,10 +22,20 @@ from exchange.audit.chain import (
     link,
 )
 from exchange.audit.checkpoints import Checkpoint, verify_signature
-from exchange.audit.keys import keygen
 from exchange.audit.seal import SealResult, configure, seal, settle
 from exchange.audit.settings import AuditSettings
 from exchange.store.models import AuditEvent  # callers of the former module read it here
+
+
+def __getattr__(name: str) -> Any:
+    """``keygen`` on first use: the keys module loads cryptography, which appending and
+    reading events never need."""
+    if name == "keygen":
+        from exchange.audit.keys import keygen
+
+        return keygen
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "GENESIS",

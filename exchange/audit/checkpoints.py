@@ -17,12 +17,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+if TYPE_CHECKING:  # cryptography is imported where a key is used: most commands never sign
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 from exchange.kernel.errors import BadInput
 from exchange.store.models import AuditCheckpoint
@@ -122,6 +125,8 @@ def parse_iso_z(text: str) -> dt.datetime:
 
 def key_id_of(public_key: Ed25519PublicKey) -> str:
     """A key's id: the first 16 hex digits of sha256 of its raw 32-byte public key."""
+    from cryptography.hazmat.primitives import serialization
+
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
@@ -134,6 +139,8 @@ def sign(cp: Checkpoint, private: Ed25519PrivateKey) -> Checkpoint:
 
 def verify_signature(cp: Checkpoint, public_key: Ed25519PublicKey) -> bool:
     """Whether ``cp.signature`` is ``public_key``'s over ``cp``'s document."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         raw = base64.b64decode(cp.signature, validate=True)
         public_key.verify(raw, cp.signed_bytes())

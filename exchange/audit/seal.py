@@ -75,7 +75,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from exchange.audit import keys, witness
+from exchange.audit import witness
 from exchange.audit.chain import APPENDED, FORCE_CHECKPOINT, GENESIS, canonical_event, link
 from exchange.audit.checkpoints import Checkpoint, sign
 from exchange.audit.settings import AuditSettings
@@ -302,6 +302,8 @@ def _checkpoint_if_due(
     elif not force and not _old_enough(conn, last, seq_from, config.checkpoint_seconds):
         return None
     head_hash = conn.execute(sa.select(_EVENTS.c.hash).where(_EVENTS.c.seq == seq_to)).scalar()
+    from exchange.audit import keys  # cryptography: only when a checkpoint is signed
+
     key = keys.signing_key(config, may_create=last is None)
     cp = sign(
         Checkpoint(
