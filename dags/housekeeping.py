@@ -19,7 +19,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from exchange import orchestration as orch
 from exchange.kernel.clock import TIMEZONE
-from exchange.quality.retention import prune_step
 
 _CATALOG = os.environ.get("EXCHANGE_CATALOG")
 
@@ -60,6 +59,9 @@ def build_housekeeping_dag(catalog_path: str) -> Any:
 
         @task(task_id="prune", execution_timeout=pendulum.duration(minutes=30))
         def prune() -> dict[str, Any]:
+            # Imported here: it loads SQLAlchemy, which parsing the DAG file never needs.
+            from exchange.quality.retention import prune_step
+
             return prune_step(catalog_path, _now())
 
         tick()

@@ -141,6 +141,22 @@ def test_what_a_dag_parse_imports_of_the_engine_holds_no_database_or_arrow_modul
     assert done.stdout.strip() == "[]"
 
 
+def test_parsing_the_housekeeping_dag_file_imports_none_of_its_steps() -> None:
+    """Every parse of the DAG folder reads the file; the prune step's store and run-directory
+    code is for the task that runs it."""
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    code = (
+        f"import sys; sys.path.insert(0, {str(dags)!r}); import housekeeping; "
+        "steps = ('exchange.quality', 'exchange.store'); "
+        "print(sorted(m for m in sys.modules if m.startswith(steps)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+
+    assert done.stdout.strip() == "[]"
+
+
 def test_pools_command_prints_and_writes_the_airflow_import_file(tmp_path: Path) -> None:
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(POOLS_CATALOG, encoding="utf-8")
