@@ -15,7 +15,7 @@ HOLD = "import time; b = bytearray({mb} * 2**20); b[::4096] = b'x' * len(b[::409
 
 
 def test_the_peak_memory_of_a_process_tree_counts_a_child_running_beside_its_parent() -> None:
-    child = HOLD.format(mb=80, then="time.sleep(1.0)")
+    child = HOLD.format(mb=80, then="time.sleep(3.0)")  # long enough for a starved sampler
     parent = HOLD.format(
         mb=80,
         then=f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])",

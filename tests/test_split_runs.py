@@ -12,6 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from exchange.catalog import load_catalog
 from exchange.kernel.errors import CatalogError
@@ -214,3 +215,30 @@ def test_an_incremental_run_is_never_split_and_its_full_run_is(
     assert table_rows(mariadb_database, GRANT_MARIA.split(",")) == projection(
         rows, GRANT_MARIA.split(",")
     )
+
+
+def test_a_column_a_split_run_adds_to_a_subscriber_table_is_said_once_in_its_delivery(
+    tmp_path: Path, pg_database: str, mariadb_database: str
+) -> None:
+    """Every range load may find the column missing and add it: the close says so, once, as
+    an unsplit run's delivery does (never added silently)."""
+    rows = registry(range(1, 2001))
+    env = setup(tmp_path, pg_database, mariadb_database, rows)
+    assert exchange(tmp_path, env, "run", "ENT") == 0
+    with connect(pg_database) as conn:
+        conn.execute("ALTER TABLE ent_split DROP COLUMN remark")
+
+    assert exchange(tmp_path, env, "run", "ENT", "--full") == 0
+
+    assert_split_targets_hold(rows, pg_database, mariadb_database)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'exchange.db'}")
+    with engine.connect() as conn:
+        payloads = [
+            json.loads(p) if isinstance(p, str) else p
+            for (p,) in conn.execute(
+                sa.text("SELECT payload FROM audit_events WHERE kind = 'delivery.delivered'")
+            )
+        ]
+    engine.dispose()
+    notes = [n for p in payloads for n in p.get("notes", [])]
+    assert notes.count("added column remark to pg_fe.ent_split") == 1

@@ -14,9 +14,11 @@ delivery recorded in the store.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -155,6 +157,52 @@ def _range_rows(
             yield _in_range(batch, rng).select(fields)
 
 
+def _delivered_before(ws: Workspace, run: RunHandle, d: TableDelivery) -> DeliveryResult | None:
+    """The store's record of this run's delivery to ``d``, when it was delivered already."""
+    done = recorded(ws, run.id, d.subscription_id)
+    if done is None or done.status != "delivered":
+        return None
+    return DeliveryResult(
+        d.subscription_id, d.node, d.table, "delivered", done.rows, done.seconds, done.watermark
+    )
+
+
+def _failed(
+    ws: Workspace, run: RunHandle, d: TableDelivery, exc: Exception, started: float
+) -> DeliveryResult:
+    """Record and return ``d``'s failed delivery, its message masked (it may quote the row
+    key or the value: an ID number)."""
+    message = str(exc) if isinstance(exc, ExchangeError) else _db_message(d.node, exc)
+    result = DeliveryResult(
+        d.subscription_id, d.node, d.table, "failed", 0, time.perf_counter() - started,
+        d.since, mask_text(message),
+    )  # fmt: skip
+    record_delivery(ws, result, run.id)
+    return result
+
+
+def _deleted_note(target: DatabaseConnector, d: TableDelivery, spec: TableSpec) -> tuple[str, ...]:
+    if not target.deleted:
+        return ()
+    return (
+        f"deleted {target.deleted:,} rows the source no longer has from {d.node}.{spec.qualified}",
+    )
+
+
+def _added_notes_file(run: RunHandle, d: TableDelivery, k: int) -> Path:
+    return run.dir.part(f"added-{d.subscription_id}-{k}.json")
+
+
+def _added_notes(run: RunHandle, d: TableDelivery) -> tuple[str, ...]:
+    """What the range loads of a split run said they added to ``d``'s table, each once."""
+    notes: dict[str, None] = {}
+    for k in range(len(run.plan.ranges)):
+        path = _added_notes_file(run, d, k)
+        if path.exists():
+            notes.update(dict.fromkeys(json.loads(path.read_text(encoding="utf-8"))["notes"]))
+    return tuple(notes)
+
+
 def load_range(
     ws: Workspace,
     run: RunHandle,
@@ -178,7 +226,9 @@ def load_range(
         committed = target.read_marker(spec, d.subscription_id)
         if committed is not None and committed.run_id == run.id:
             return 0  # closed in the target, not recorded yet: close_split records it
-        _prepared(target, spec, resource, d)
+        added = _prepared(target, spec, resource, d)
+        if added:  # said by the close, which records the delivery
+            rd.write_json(_added_notes_file(run, d, k), {"notes": list(added)})
         rows = target.merge(
             spec,
             _range_rows(rd, d, rng, resource.batch_size),
@@ -202,19 +252,16 @@ def close_split(
     deletes by the keys of all ranges, the subscription's marker, then the store's record. A
     range still missing (``failed``: why, by range; or one never loaded) fails the delivery,
     recorded; the next run of it loads only the missing ranges."""
-    done = recorded(ws, run.id, d.subscription_id)
-    if done is not None and done.status == "delivered":
-        return DeliveryResult(
-            d.subscription_id, d.node, d.table, "delivered", done.rows, done.seconds,
-            done.watermark,
-        )  # fmt: skip
+    before = _delivered_before(ws, run, d)
+    if before is not None:
+        return before
     resource, rd = run.resource, run.dir
     spec = _target_spec(resource, d)
     high = rd.read_done("extract")["high"] if resource.cursor else None
     new_mark = window.new_mark(run, d, high)
     held = window.memory(ws, run, d, new_mark)
     started = time.perf_counter()
-    notes: tuple[str, ...] = ()
+    notes = _added_notes(run, d)
     try:
         target = ws.database(d.node)
         try:
@@ -241,23 +288,13 @@ def close_split(
                     keys=keys,
                     keep=_quarantined_keys(rd, resource) if d.delete_missing else None,
                 )
-                if target.deleted:
-                    notes += (
-                        f"deleted {target.deleted:,} rows the source no longer has from "
-                        f"{d.node}.{spec.qualified}",
-                    )
+                notes += _deleted_note(target, d, spec)
             if held is not None:  # what it holds now, as an unsplit merge would have seen it
                 deque(_projected(rd, d, resource, window.start(run, d), held), maxlen=0)
         finally:
             target.close()
     except (ExchangeError, sa.exc.SQLAlchemyError, OSError) as exc:
-        message = str(exc) if isinstance(exc, ExchangeError) else _db_message(d.node, exc)
-        result = DeliveryResult(
-            d.subscription_id, d.node, d.table, "failed", 0, time.perf_counter() - started,
-            d.since, mask_text(message),
-        )  # fmt: skip
-        record_delivery(ws, result, run.id)
-        return result
+        return _failed(ws, run, d, exc, started)
     crashpoint("load:committed")
     result = DeliveryResult(
         d.subscription_id, d.node, d.table, "delivered", rows, time.perf_counter() - started,
@@ -275,12 +312,9 @@ def load_subscriber(
 ) -> DeliveryResult:
     """Deliver this run to one table subscription; failures are recorded and returned, not
     raised (the others go on)."""
-    done = recorded(ws, run.id, d.subscription_id)
-    if done is not None and done.status == "delivered":
-        return DeliveryResult(
-            d.subscription_id, d.node, d.table, "delivered", done.rows, done.seconds,
-            done.watermark,
-        )  # fmt: skip
+    before = _delivered_before(ws, run, d)
+    if before is not None:
+        return before
     resource, rd = run.resource, run.dir
     spec = _target_spec(resource, d)
     high = rd.read_done("extract")["high"] if resource.cursor else None
@@ -312,22 +346,11 @@ def load_subscriber(
                     on_rows=on_rows,
                     keep=_quarantined_keys(rd, resource) if d.delete_missing else None,
                 )
-                if target.deleted:
-                    notes += (
-                        f"deleted {target.deleted:,} rows the source no longer has from "
-                        f"{d.node}.{spec.qualified}",
-                    )
+                notes += _deleted_note(target, d, spec)
         finally:
             target.close()
     except (ExchangeError, sa.exc.SQLAlchemyError, OSError) as exc:
-        message = str(exc) if isinstance(exc, ExchangeError) else _db_message(d.node, exc)
-        message = mask_text(message)  # it may quote the row key or the value (an ID number)
-        result = DeliveryResult(
-            d.subscription_id, d.node, d.table, "failed", 0, time.perf_counter() - started,
-            d.since, message,
-        )  # fmt: skip
-        record_delivery(ws, result, run.id)
-        return result
+        return _failed(ws, run, d, exc, started)
     crashpoint("load:committed")
     result = DeliveryResult(
         d.subscription_id, d.node, d.table, "delivered", rows, time.perf_counter() - started,
