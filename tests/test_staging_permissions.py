@@ -196,3 +196,28 @@ def test_the_sqlite_metadata_store_and_its_wal_are_0600_whatever_the_umask(
         store.close()
     assert found["exchange.db"] == 0o600
     assert set(found.values()) == {0o600}, found  # -wal and -shm as well
+
+
+def test_sealing_a_run_directory_passes_over_a_file_another_step_renamed_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A split run's ranges finish side by side: one seals the directory while another
+    renames its done-file into place, so an entry listed a moment ago may be gone."""
+    from exchange.runs import rundir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "extract-2.done.json.tmp").write_text("{}")
+    (run / "plan.json").write_text("{}")
+    real = os.lstat
+
+    def renamed_meanwhile(path: str) -> os.stat_result:
+        if str(path).endswith(".tmp"):
+            raise FileNotFoundError(path)
+        return real(path)
+
+    monkeypatch.setattr(rundir.os, "lstat", renamed_meanwhile)
+
+    rundir.seal(run)
+
+    assert stat.S_IMODE(real(run / "plan.json").st_mode) == 0o600

@@ -58,11 +58,16 @@ def seal(path: Path) -> None:
     for root, dirs, files in os.walk(path):  # never into a linked directory
         for name in dirs + files:
             full = os.path.join(root, name)
-            mode = os.lstat(full).st_mode
-            if stat.S_ISDIR(mode):
-                os.chmod(full, DIR_MODE)
-            elif stat.S_ISREG(mode):
-                os.chmod(full, FILE_MODE)
+            try:
+                mode = os.lstat(full).st_mode
+                if stat.S_ISDIR(mode):
+                    os.chmod(full, DIR_MODE)
+                elif stat.S_ISREG(mode):
+                    os.chmod(full, FILE_MODE)
+            except FileNotFoundError:
+                # Steps of one run may write side by side (a split run's ranges): a file that
+                # another renamed or removed since the listing has nothing left to seal.
+                continue
 
 
 def tighten_runs_dir(runs_dir: Path) -> None:
