@@ -95,20 +95,49 @@ def _target_spec(resource: Resource, d: TableDelivery) -> TableSpec:
 
 
 def _prepared(
-    target: DatabaseConnector, spec: TableSpec, resource: Resource, d: TableDelivery
+    target: DatabaseConnector,
+    spec: TableSpec,
+    resource: Resource,
+    d: TableDelivery,
+    *,
+    parts: bool = False,
 ) -> tuple[str, ...]:
-    """Refuse a target that cannot hold what the catalog declares, else create or evolve it
-    (with the split runs' range markers); the notes on the columns it added."""
+    """Refuse a target that cannot hold what the catalog declares (exchange.tables.check),
+    before a row moves, else create or evolve it (``parts``: with the split runs' range
+    markers); the notes on the columns it added."""
     refused = refusals(target.check_target(spec), spec, resource)
     if refused:
         raise TargetMismatch(refusal(d.node, spec.qualified, refused))
     try:
-        added = target.ensure_table(spec, parts=True)
+        added = target.ensure_table(spec, parts=parts)
     except sa.exc.SQLAlchemyError:
+        if not parts:
+            raise
         # Ranges load side by side: another one may have created the table meanwhile; a
         # second look finds it (a real failure fails again, and is the range's).
         added = target.ensure_table(spec, parts=True)
     return tuple(f"added column {c} to {d.node}.{spec.qualified}" for c in added)
+
+
+def _delivered(
+    ws: Workspace,
+    run: RunHandle,
+    d: TableDelivery,
+    rows: int,
+    started: float,
+    new_mark: str | None,
+    notes: tuple[str, ...],
+    held: RowMemory | None,
+) -> DeliveryResult:
+    """Record and return ``d``'s delivery, with what the subscriber now holds near its
+    watermark."""
+    crashpoint("load:committed")
+    result = DeliveryResult(
+        d.subscription_id, d.node, d.table, "delivered", rows, time.perf_counter() - started,
+        new_mark, notes=notes,
+    )  # fmt: skip
+    record_delivery(ws, result, run.id, held.after() if held is not None else None)
+    return result
 
 
 def _in_range(batch: pa.RecordBatch, rng: KeyRange) -> pa.RecordBatch:
@@ -226,7 +255,7 @@ def load_range(
         committed = target.read_marker(spec, d.subscription_id)
         if committed is not None and committed.run_id == run.id:
             return 0  # closed in the target, not recorded yet: close_split records it
-        added = _prepared(target, spec, resource, d)
+        added = _prepared(target, spec, resource, d, parts=True)
         if added:  # said by the close, which records the delivery
             rd.write_json(_added_notes_file(run, d, k), {"notes": list(added)})
         rows = target.merge(
@@ -295,13 +324,7 @@ def close_split(
             target.close()
     except (ExchangeError, sa.exc.SQLAlchemyError, OSError) as exc:
         return _failed(ws, run, d, exc, started)
-    crashpoint("load:committed")
-    result = DeliveryResult(
-        d.subscription_id, d.node, d.table, "delivered", rows, time.perf_counter() - started,
-        new_mark, notes=notes,
-    )  # fmt: skip
-    record_delivery(ws, result, run.id, held.after() if held is not None else None)
-    return result
+    return _delivered(ws, run, d, rows, started, new_mark, notes, held)
 
 
 def load_subscriber(
@@ -331,13 +354,7 @@ def load_subscriber(
                 if held is not None:  # what it holds now, as the merge would have seen it
                     deque(_projected(rd, d, resource, window.start(run, d), held), maxlen=0)
             else:
-                # An existing table must hold what the catalog declares: refused here, before
-                # a row moves (exchange.tables.check); a column it lacks is added and told.
-                refused = refusals(target.check_target(spec), spec, resource)
-                if refused:
-                    raise TargetMismatch(refusal(d.node, spec.qualified, refused))
-                added = target.ensure_table(spec)
-                notes = tuple(f"added column {c} to {d.node}.{spec.qualified}" for c in added)
+                notes = _prepared(target, spec, resource, d)  # a missing column added, told
                 rows = target.merge(
                     spec,
                     _projected(rd, d, resource, window.start(run, d), held),
@@ -351,10 +368,4 @@ def load_subscriber(
             target.close()
     except (ExchangeError, sa.exc.SQLAlchemyError, OSError) as exc:
         return _failed(ws, run, d, exc, started)
-    crashpoint("load:committed")
-    result = DeliveryResult(
-        d.subscription_id, d.node, d.table, "delivered", rows, time.perf_counter() - started,
-        new_mark, notes=notes,
-    )  # fmt: skip
-    record_delivery(ws, result, run.id, held.after() if held is not None else None)
-    return result
+    return _delivered(ws, run, d, rows, started, new_mark, notes, held)
