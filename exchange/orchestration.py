@@ -402,14 +402,19 @@ def load_step(
 WHOLE = -1
 
 
-def ranges_step(catalog_path: str | Path, run_id: str) -> list[int]:
-    """The key ranges of the run's extract, one mapped extract task each (``[WHOLE]``: the
-    run is not split, e.g. an incremental run of a split resource)."""
+def _range_numbers(catalog_path: str | Path, run_id: str) -> tuple[list[int], tuple[int, ...]]:
+    """The run's key range numbers (``[WHOLE]`` when it is not split) and its subscriptions."""
     from exchange.runs.handle import RunHandle
 
     with open_workspace(catalog_path) as ws:
         plan = RunHandle.open(ws, run_id).plan
-        return list(range(len(plan.ranges))) or [WHOLE]
+        return list(range(len(plan.ranges))) or [WHOLE], tuple(plan.subscription_ids)
+
+
+def ranges_step(catalog_path: str | Path, run_id: str) -> list[int]:
+    """The key ranges of the run's extract, one mapped extract task each (``[WHOLE]``: the
+    run is not split, e.g. an incremental run of a split resource)."""
+    return _range_numbers(catalog_path, run_id)[0]
 
 
 def extract_range_step(
@@ -437,12 +442,8 @@ def extract_range_step(
 def units_step(catalog_path: str | Path, run_id: str) -> list[dict[str, int]]:
     """The loads of the run, one mapped task each: every (subscription, key range) of a split
     run, else every subscription (range ``WHOLE``)."""
-    from exchange.runs.handle import RunHandle
-
-    with open_workspace(catalog_path) as ws:
-        plan = RunHandle.open(ws, run_id).plan
-        ranges = list(range(len(plan.ranges))) or [WHOLE]
-        return [{"subscription_id": s, "k": k} for s in plan.subscription_ids for k in ranges]
+    ranges, subscriptions = _range_numbers(catalog_path, run_id)
+    return [{"subscription_id": s, "k": k} for s in subscriptions for k in ranges]
 
 
 def load_range_step(
