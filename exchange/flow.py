@@ -71,6 +71,7 @@ from exchange.tables import plan as table_plan
 from exchange.tables.plan import split_workers
 from exchange.tables.validate import ValidationResult
 from exchange.tables.validate import validate as validate_rows
+from exchange.workflow import notices
 from exchange.workspace import Workspace
 from quality.mask import mask_text
 
@@ -266,7 +267,8 @@ def plan(ws: Workspace, code: str, *, full: bool = False, restart: bool = False)
         abandon_run(ws, previous, why)
         kind = "a full one" if full else "a new one"
         notes.append(f"abandoned the unfinished run {previous} ({why}); started {kind}")
-    run = steps.plan(ws, resource, full).noting(*notes)
+    offline = notices.run_note(ws, code)  # its plan finds no subscriber: say why
+    run = steps.plan(ws, resource, full).noting(*notes, *([offline] if offline else []))
     lineage.run_started(ws, run)
     return run
 

@@ -599,11 +599,14 @@ def _plain(value: Any) -> dict[str, Any]:
 def housekeeping_step(catalog_path: str | Path, now: dt.datetime) -> dict[str, Any]:
     """One tick of the workflow clock at ``now``: timeouts, reminders, automatic sign-off and
     evaluation, expiry, suspension, ticket deadlines. Idempotent for the same ``now``."""
+    from exchange.accounts.service import tick as account_tick
     from exchange.workflow.housekeeping import tick
 
+    at = now.astimezone(dt.UTC).replace(tzinfo=None)  # the store's naive UTC
     with open_workspace(catalog_path) as ws:
-        report = tick(ws, now.astimezone(dt.UTC).replace(tzinfo=None))  # the store's naive UTC
-        return {**_plain(report), "summary": str(report)}
+        accounts = account_tick(ws.store, at)  # the account applications' clocks (2 working days)
+        report = tick(ws, at)
+        return {**_plain(report), "accounts": accounts.model_dump(), "summary": str(report)}
 
 
 def daily_report_step(catalog_path: str | Path, now: dt.datetime) -> str | None:

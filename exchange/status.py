@@ -22,6 +22,7 @@ from exchange.runs.handle import failed_at
 from exchange.runs.lease import LeaseInfo, leases
 from exchange.store.models import Delivery, FileTarget, Run, Subscription, Watermark
 from exchange.workflow.grants import file_dir
+from exchange.workflow.notices import Notice, list_notices
 from exchange.workflow.users import Principal
 from exchange.workspace import Workspace
 
@@ -199,6 +200,15 @@ def _latest(
 def _origin(ws: Workspace, code: str) -> str | None:
     resource = ws.catalog.resources.get(code)
     return resource.origin.describe() if resource is not None and resource.origin else None
+
+
+def resource_notices(
+    ws: Workspace, resource_code: str | None = None, resources: Collection[str] | None = None
+) -> list[Notice]:
+    """The change and offline notices (of one resource, or of all; of ``resources`` when
+    given): what ``exchange status`` shows below the subscribers."""
+    shown = list_notices(ws, resource_code)
+    return shown if resources is None else [n for n in shown if n.resource in resources]
 
 
 def visible_resources(ws: Workspace, who: Principal) -> set[str] | None:

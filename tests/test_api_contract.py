@@ -39,6 +39,8 @@ RULES_NO_SCHEMA_STATES = {
     "POST /upstream-applications",
     "POST /upstream-applications/{uid}/proxied",
     "GET /usage",
+    "POST /account-applications",  # an unknown department, node or supervisor: 404 / 400
+    "POST /departments",
 }
 
 

@@ -40,6 +40,14 @@ def test_the_transport_registry_is_the_file_node_kinds() -> None:
     assert tuple(TRANSPORTS) == kinds.FILE_NODE_KINDS
 
 
+def test_the_provisioner_registry_is_the_provisioned_kinds() -> None:
+    from connectors.provision.registry import PROVISIONERS, provisioner_class
+
+    assert tuple(PROVISIONERS) == kinds.PROVISIONED_KINDS
+    assert set(kinds.PROVISIONED_KINDS) <= set(kinds.NODE_KINDS)
+    assert {k: provisioner_class(k).kind for k in PROVISIONERS} == {k: k for k in PROVISIONERS}
+
+
 def test_airflow_connection_types_reach_every_node_kind_that_has_a_connection() -> None:
     # A local directory is a path in the catalog, never a connection.
     assert set(_CONN_TYPES.values()) == set(kinds.NODE_KINDS) - {"local"}

@@ -32,7 +32,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exchange.api import calls
+from exchange.api import calls, demand_routes, notice_routes
+from exchange.api.accounts import account_routes
 from exchange.api.schemas import (
     DEFAULT_LIMIT,
     EARLIEST_YEAR,
@@ -365,6 +366,10 @@ def create_app(ws: Workspace | None = None) -> FastAPI:
     ):
         _admin_route(app, WS, Token, action, path, doc)
     _upstream_routes(app, WS, Token)
+    account_routes(app, WS, Token, refusals, _json)
+    parts = notice_routes.AppParts(_json, refusals, visible, may_see)
+    notice_routes.add_routes(app, WS, Token, parts)  # resource notices, the calendar's years
+    demand_routes.add_routes(app, WS, Token, _json, refusals)  # data demands
 
     @app.get("/sla", response_model=SlaReport, tags=["sla"], responses=refusals())
     def sla(ws: WS, token: Token) -> Response:

@@ -23,7 +23,7 @@ import yaml
 
 from exchange.catalog.api_spec import api_problems, http_node_problems
 from exchange.catalog.files_spec import files_problems
-from exchange.catalog.model import Catalog, build_catalog, department_list
+from exchange.catalog.model import UNIT_LEVELS, Catalog, build_catalog, department_list
 from exchange.catalog.quality_spec import quality_problems
 from exchange.kernel.errors import CatalogError
 from exchange.kernel.kinds import DATABASE_KINDS, NODE_KINDS
@@ -82,7 +82,7 @@ def _strings(value: Any) -> list[tuple[int, str]]:
 _IDENTIFIER = re.compile(load_schema()["$defs"]["identifier"]["pattern"])
 
 #: Keys under which a value may be a secret written by mistake.
-_SECRET_KEYS = frozenset({"auth", "credential", "connection", "base_url"})
+_SECRET_KEYS = frozenset({"auth", "credential", "connection", "base_url", "admin"})
 # A key an "unexpected key" message may quote: a name, not a pasted value.
 _QUOTABLE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _TYPE_WORDS = {
@@ -134,7 +134,7 @@ def _value_free_message(err: jsonschema.ValidationError, parts: list[Any]) -> st
         wanted = " or ".join(
             _TYPE_WORDS.get(t, t) for t in ([limit] if isinstance(limit, str) else limit)
         )
-        if parts and parts[-1] in ("credential", "connection") and limit == "object":
+        if parts and parts[-1] in ("credential", "connection", "admin") and limit == "object":
             forms = " or ".join(_REFERENCE_FORMS.get(k, k) for k in schema.get("properties", {}))
             return f"must be a mapping ({forms}), never the secret itself"
         return f"the value must be {wanted}"
@@ -183,6 +183,7 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
     """
     nodes = {n.get("name"): n for _, n in _dicts(doc.get("nodes")) if isinstance(n, dict)}
     yield from _node_problems(doc)
+    yield from _department_problems(doc)
     seen_codes: set[Any] = set()
     upstream: dict[Any, Any] = {}
     for i, r in _dicts(doc.get("resources")):
@@ -235,6 +236,28 @@ def _semantic_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], s
         yield from ((here + p, m) for p, m in files_problems(r, provider))
         yield from ((here + p, m) for p, m in api_problems(r, provider))
         yield from _origin_problems(r, here, upstream)
+        yield from _authorization_problems(r, here, doc.get("departments"))
+
+
+def _authorization_problems(
+    r: dict[str, Any], here: list[str | int], declared: Any
+) -> Iterator[tuple[list[str | int], str]]:
+    """A joint resource's ``sources`` and a dedicated resource's ``dedicated_to`` are declared
+    departments: an undeclared code would be a reviewer nobody can be, or a requester nobody is."""
+    departments = declared if isinstance(declared, dict) else {}
+    known = (
+        f"declared: {department_list(departments)}"
+        if departments
+        else "the catalog declares no departments"
+    )
+    named: list[tuple[list[str | int], str]] = [
+        (["sources", j], code) for j, code in _strings(r.get("sources"))
+    ]
+    if isinstance(r.get("dedicated_to"), str):
+        named.append((["dedicated_to"], r["dedicated_to"]))
+    for at, code in named:
+        if code not in departments:
+            yield here + at, f"department {code!r} is not declared in departments ({known})"
 
 
 def _origin_problems(
@@ -253,6 +276,38 @@ def _origin_problems(
         )
     else:
         seen[code] = r.get("code")
+
+
+def _department_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], str]]:
+    """The hierarchy: a supervisor is a declared department other than itself, no chain of
+    supervisors comes back to where it started, and a unit (second-level unit, county
+    department) names the department it gets its accounts through."""
+    declared = doc.get("departments")
+    if not isinstance(declared, dict):
+        return
+    entries = {c: v for c, v in declared.items() if isinstance(v, dict)}
+    for code, entry in entries.items():
+        at: list[str | int] = ["departments", code]
+        boss = entry.get("supervisor")
+        if entry.get("level") in UNIT_LEVELS and boss is None:
+            level = entry["level"]
+            yield at, f"department {code!r} is a {level}: name its supervisor (its code)"
+        if not isinstance(boss, str):
+            continue
+        if boss == code:
+            yield at + ["supervisor"], f"department {code!r} cannot supervise itself"
+        elif boss not in declared:
+            known = department_list(declared)
+            message = f"supervisor {boss!r} is not declared in departments (declared: {known})"
+            yield at + ["supervisor"], f"department {code!r}: {message}"
+        else:
+            seen: set[Any] = {code}
+            up: Any = boss
+            while isinstance(up, str) and up in entries and up not in seen:
+                seen.add(up)
+                up = entries[up].get("supervisor")
+            if up == code:
+                yield at + ["supervisor"], f"department {code!r}: its supervisors form a cycle"
 
 
 def _node_problems(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], str]]:

@@ -96,6 +96,9 @@ class FrontEnd:
     timeout_s: float = DEFAULT_TIMEOUT_S
     #: The node's opt-in to a credential sent over an http:// base_url (a private network).
     plain_http: bool = False
+    #: An administrative connection (a reference, never the secret) through which the engine
+    #: provisions departments' accounts on the node (docs/provisioning.md); None: it does not.
+    admin: ConnectionRef | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,11 @@ class Resource:
     quota: ApiQuota = ApiQuota()  # api resources: calls per authorization code
     #: A full extract cut into key ranges, each extracted and loaded on its own (tables).
     split: Split | None = None
+    #: Joint authorization (003 §15): the departments whose data the resource fuses; each
+    #: reviews a conditional request, and it is approved only when all of them have.
+    sources: tuple[str, ...] = ()
+    #: A dedicated resource ("-xx 专用"): only this department may request it.
+    dedicated_to: str | None = None
 
     def operation(self, name: str) -> ApiOperation:
         """The api resource's operation ``name``; NotFound naming the known ones."""
@@ -183,10 +191,34 @@ class Resource:
         return tuple(f.name for f in self.fields)
 
 
+#: A department's level (使用对象: 市直部门, 二级机构, 县区大数据管理部门, 县区部门, 民生企业).
+DEPARTMENT_LEVELS = (
+    "city_department",
+    "second_level_unit",
+    "county_bureau",
+    "county_department",
+    "public_utility",
+)
+#: The levels that get accounts through (or with the consent of) a supervising department.
+UNIT_LEVELS = frozenset({"second_level_unit", "county_department"})
+
+
+@dataclass(frozen=True)
+class Department:
+    """A department as the catalog declares it: its code (the unified social credit code
+    where it has one), name, level and supervising department's code (units have one)."""
+
+    code: str
+    name: str
+    level: str = "city_department"
+    supervisor: str | None = None
+
+
 def department_list(departments: Mapping[Any, Any]) -> str:
     """``CODE (name), ...`` in code order, or ``none declared``: how every message that
-    names the catalog's departments lists them."""
-    shown = (f"{c} ({n})" if n and n != c else str(c) for c, n in departments.items())
+    names the catalog's departments lists them (a value is a name or ``{name: ...}``)."""
+    named = {c: (n.get("name") if isinstance(n, dict) else n) for c, n in departments.items()}
+    shown = (f"{c} ({n})" if n and n != c else str(c) for c, n in named.items())
     return ", ".join(sorted(shown)) or "none declared"
 
 
@@ -199,6 +231,9 @@ class Catalog:
     path: str = ""
     #: Department code -> name (使用部门代码 -> 名称); names shown to people come from here.
     departments: dict[str, str] = field(default_factory=dict)
+    #: Department code -> its level and supervisor (a code declared only by name is a
+    #: ``city_department`` of no supervisor).
+    department_info: dict[str, Department] = field(default_factory=dict)
 
     def department_name(self, code: str) -> str:
         """The declared name of a department, or the code itself if the catalog has none."""
@@ -255,6 +290,7 @@ def _front_end(n: dict[str, Any]) -> FrontEnd:
         ),
         timeout_s=float(n.get("timeout_s", DEFAULT_TIMEOUT_S)),
         plain_http=bool(n.get("plain_http", False)),
+        admin=ConnectionRef(**n["admin"]) if "admin" in n else None,
     )
 
 
@@ -310,6 +346,23 @@ def build_catalog(doc: dict[str, Any], path: str) -> Catalog:
             operations=api_operations(r.get("operations")),
             quota=api_quota(r.get("quota")),
             split=Split(r["split"]["by"], r["split"]["chunks"]) if r.get("split") else None,
+            sources=tuple(r.get("sources", ())),
+            dedicated_to=r.get("dedicated_to"),
         )
-    departments = {str(code): name for code, name in (doc.get("departments") or {}).items()}
-    return Catalog(nodes=nodes, resources=resources, path=path, departments=departments)
+    info = {
+        str(code): _department(str(code), value)
+        for code, value in (doc.get("departments") or {}).items()
+    }
+    departments = {code: d.name for code, d in info.items()}
+    return Catalog(
+        nodes=nodes, resources=resources, path=path, departments=departments, department_info=info
+    )
+
+
+def _department(code: str, value: str | dict[str, Any]) -> Department:
+    """A ``departments`` entry: ``CODE: name`` or ``CODE: {name, level, supervisor}``."""
+    if isinstance(value, str):
+        return Department(code, value)
+    return Department(
+        code, value["name"], value.get("level", "city_department"), value.get("supervisor")
+    )

@@ -21,9 +21,14 @@ import typer
 from typer.core import TyperGroup
 from typer.models import DefaultPlaceholder
 
+from exchange.cli import account as account_cli
 from exchange.cli import airflow, clock, gateway, prune, quality, subscription, upstream, user
 from exchange.cli import audit as audit_cli
+from exchange.cli import calendar as calendar_cli
 from exchange.cli import code as code_cli
+from exchange.cli import demand as demand_cli
+from exchange.cli import department as department_cli
+from exchange.cli import resource as resource_cli
 from exchange.cli.options import (
     DEFAULT_CATALOG,
     AsOpt,
@@ -121,17 +126,22 @@ GROUPS = (
     db_app,
     subscription.app,
     upstream.app,
+    resource_cli.app,
+    demand_cli.app,
     audit_cli.app,
     airflow.app,
     quality.app,
     clock.app,
     user.app,
     code_cli.app,
+    account_cli.app,
+    department_cli.app,
 )
 _Root.groups = {group.info.name: group for group in GROUPS}  # type: ignore[misc]
 clock.register(app)  # exchange sla, exchange tick: listed before the root's own commands
 prune.register(app)  # exchange prune
 gateway.register(app)  # exchange gateway, exchange usage
+calendar_cli.register(clock.app)  # exchange calendar status | load
 
 
 # -- the root's own commands ------------------------------------------------------------------
@@ -262,13 +272,15 @@ def status(
 ) -> None:
     """Last runs, and per subscriber its watermark, rows delivered and last failure (with
     --as or $EXCHANGE_USER: only what that user may see)."""
-    from exchange.status import recent_runs, subscriber_status, visible_resources
+    from exchange.status import recent_runs, resource_notices, subscriber_status, visible_resources
 
     with workspace(catalog) as ws:
         who = principal(ws, as_user)
         shown = visible_resources(ws, who)
         console.print(runs_table(recent_runs(ws, resource, resources=shown)))
         console.print(subscribers_table(subscriber_status(ws, resource, who)))
+        for notice in resource_notices(ws, resource, shown):  # change and offline notices
+            console.print(notice.line(), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("runs")

@@ -101,6 +101,7 @@ def tick(
     """Housekeeping: timeouts, reminders, auto sign-off/evaluation, expiry, suspensions; then
     send the notifications outbox to $EXCHANGE_WEBHOOK_URL."""
     from exchange import lineage
+    from exchange.accounts.service import tick as account_tick
     from exchange.kernel.clock import utcnow
     from exchange.workflow.housekeeping import housekeep
 
@@ -108,9 +109,15 @@ def tick(
     if now is not None and at is not None and at > utcnow():
         errors.print(f"warning: {future_tick(now, at, yes)}", markup=False, highlight=False)
     with workspace(catalog) as ws:
+        accounts = account_tick(ws.store, at)  # first: its reminders leave with the outbox below
         report, sent = housekeep(ws, at)
         replayed = lineage.replay(ws.settings.home)  # lineage events a receiver missed
     console.print(f"tick: {report}", markup=False)
+    if accounts.reminders or accounts.breaches:
+        console.print(
+            f"accounts: {accounts.reminders} reminder(s), {accounts.breaches} breach(es)",
+            markup=False,
+        )
     console.print(f"notifications: {sent}", markup=False)
     if replayed:
         console.print(f"lineage: {replayed} spooled event(s) sent", markup=False)

@@ -14,6 +14,9 @@ FILE_NODE_KINDS: tuple[str, ...] = ("sftp", "ftp", "ftps", "local")
 #: authentication scheme instead of a connection; the providers of ``api`` resources.
 HTTP_NODE_KINDS: tuple[str, ...] = ("http",)
 NODE_KINDS: tuple[str, ...] = DATABASE_KINDS + FILE_NODE_KINDS + HTTP_NODE_KINDS
+#: Node kinds on which the engine provisions departments' accounts through an admin
+#: connection (``connectors/provision/``, one provisioner each).
+PROVISIONED_KINDS: tuple[str, ...] = ("postgresql", "mysql", "sftp", "ftp")
 
 #: How the city authenticates to an http node (``connectors/http/schemes/``, one module each):
 #: ``none``; ``header`` (a credential in a named header); ``tif`` (the platform's signed headers).

@@ -142,6 +142,13 @@ def _library_knows(year: int) -> bool:
     return True
 
 
+@functools.cache
+def library_years() -> tuple[int, int]:
+    """The first and last year whose schedule ``chinese-calendar`` knows."""
+    known = [y for y in range(1990, 2100) if _library_knows(y)]
+    return known[0], known[-1]
+
+
 def _as_shanghai(t: dt.datetime) -> dt.datetime:
     """Aware times are converted; naive ones are UTC, as everywhere in the store."""
     return in_shanghai(t)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from exchange.store.models import Subscription
 from exchange.workflow import states as st
 from exchange.workflow.models import DepartmentSuspension
+from exchange.workflow.notices_models import offline_on
 from exchange.workflow.transitions import move
 from exchange.workflow.users import ENGINE
 
@@ -24,10 +25,12 @@ def suspended_departments() -> sa.Select[Any]:
 
 def deliverable(today: dt.date) -> sa.ColumnElement[bool]:
     """The subscriptions the engine may serve today: approved (DELIVERABLE, so not suspended),
-    within their usage period, and not of a department suspended for an overdue report."""
+    within their usage period, not of a department suspended for an overdue report, and not
+    of a resource an offline notice has taken offline (``exchange.workflow.notices``)."""
     return sa.and_(
         Subscription.status.in_(sorted(st.DELIVERABLE)),
         Subscription.valid_until >= today,
+        Subscription.resource_code.not_in(offline_on(today)),
         sa.or_(
             Subscription.department_code.is_(None),
             Subscription.department_code.not_in(suspended_departments()),

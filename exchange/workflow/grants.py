@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from connectors.files import clean_path
 from connectors.names import check_identifier
@@ -33,6 +33,7 @@ from exchange.kernel.text import a_or_an
 from exchange.store.models import FileTarget, Subscription
 from exchange.workflow import states
 from exchange.workflow.engine import deliverable
+from exchange.workflow.notices import check_subscribable, offline_reason
 from exchange.workflow.transitions import record
 from exchange.workflow.users import Principal
 from exchange.workspace import Workspace
@@ -85,6 +86,24 @@ def check_node_department(catalog: Catalog, node: str, department: str | None) -
             f"{mismatch}: name the department the subscription is for (--department {owner})"
         )
     raise Forbidden(f"{mismatch}: name your department's own node")
+
+
+def check_dedicated(catalog: Catalog, resource: Resource, department: str | None) -> None:
+    """A dedicated resource ("-xx 专用", ``dedicated_to``) is for its own department only:
+    any other (or a subscription of no department) is refused, naming both (003 §15)."""
+    owner = resource.dedicated_to
+    if owner is None or owner == department:
+        return
+    who = (
+        f"department {catalog.describe_department(department)}"
+        if department
+        else "a subscription of no department"
+    )
+    raise Forbidden(
+        f"resource {resource.code} is dedicated to department "
+        f"{catalog.describe_department(owner)} (专用): {who} may not request it; file a data "
+        "demand to its original provider naming the use and the fields needed"
+    )
 
 
 def check_department(catalog: Catalog, department: str, option: str = "--department") -> None:
@@ -142,6 +161,10 @@ def _not_deliverable(catalog: Catalog, sub: Subscription, day: dt.date) -> str:
         return f"subscription {sub.id} is {sub.status}"
     if sub.valid_until < day:
         return f"subscription {sub.id}'s usage period ended on {sub.valid_until}"
+    s = object_session(sub)
+    offline = offline_reason(s, sub.resource_code, day) if s is not None else None
+    if offline is not None:
+        return offline
     dept = catalog.describe_department(sub.department_code or "")
     return f"department {dept} is suspended (an overdue effectiveness report)"
 
@@ -163,6 +186,7 @@ def check_grant(
     """Check that ``node`` may receive ``fields`` of the resource; return it and the table
     (``""`` for an api resource: it has neither node nor table, see ``check_api_grant``)."""
     resource = ws.catalog.resource(resource_code)
+    check_subscribable(ws, resource_code)  # an offline notice: no new subscriber
     if is_api(resource):
         check_api_grant(resource, node, fields, target_table, target_schema)
         return resource, ""
@@ -320,6 +344,7 @@ def add_subscription(
     resource, table = check_grant(
         ws, resource_code, node, wanted, target_table=target_table, target_schema=target_schema
     )
+    check_dedicated(ws.catalog, resource, department)
     check_period(valid_until, today())
     with ws.store.session() as s:
         check_target_free(s, node, table, target_schema)
@@ -392,6 +417,7 @@ def list_subscriptions(
 def check_file_grant(ws: Workspace, resource_code: str, node: str, target_dir: str | None) -> str:
     """Check that ``node`` may receive the resource's files; return the target directory."""
     resource = ws.catalog.resource(resource_code)
+    check_subscribable(ws, resource_code)  # an offline notice: no new subscriber
     if resource.files is None:  # only file and folder resources have files to send
         raise BadInput(
             f"resource {resource_code} is {a_or_an(resource.kind)}: a file node receives file and "

@@ -9,7 +9,12 @@
   applications suspended until it reports;
 * expiry at the end of the usage period (the engine stops delivering);
 * upstream applications not forwarded within their working days: a breach by the platform;
-* provisional deadlines recomputed once the calendar file knows their year.
+* the source providers of a joint review each on their own clock (``joint``), and the data
+  demands' answer clocks: reminders and a breach (``demands``);
+* provisional deadlines recomputed once the calendar file knows their year;
+* resource change and offline notices applied on their effective day (``notices``);
+* from 1 November, a warning to the platform each working day while the calendar lacks the
+  coming year (``calendar_status``).
 
 Idempotent: a second call at the same ``now`` changes nothing. Steps that a timeout takes
 happen *at the deadline* (not at ``now``), so the outcome does not depend on how often the
@@ -32,7 +37,15 @@ from exchange.kernel.workdays import WorkCalendar
 from exchange.store import Store
 from exchange.store.locks import serialize
 from exchange.store.models import Subscription
-from exchange.workflow import notifications, sla, upstream
+from exchange.workflow import (
+    calendar_status,
+    demands,
+    joint,
+    notices,
+    notifications,
+    sla,
+    upstream,
+)
 from exchange.workflow import states as st
 from exchange.workflow.config import WorkflowSettings
 from exchange.workflow.models import DepartmentSuspension, SlaClock
@@ -59,14 +72,28 @@ class TickReport:
     departments_suspended: int = 0
     upstream_forward_breaches: int = 0
     deadlines_recomputed: int = 0
+    notices_applied: int = 0
+    calendar_warnings: int = 0
+    joint_timeouts: int = 0  # source providers of joint reviews decided for by the policy
+    demand_reminders: int = 0
 
     @property
     def changed(self) -> int:
         return sum(getattr(self, f.name) for f in fields(self))
 
     def __str__(self) -> str:
-        done = [f"{f.name.replace('_', ' ')} {getattr(self, f.name)}" for f in fields(self)]
-        return ", ".join(d for d in done if not d.endswith(" 0")) or "nothing due"
+        done = [
+            f"{f.name.replace('_', ' ')} {getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name != "calendar_warnings"
+        ]
+        text = ", ".join(d for d in done if not d.endswith(" 0")) or "nothing due"
+        if self.calendar_warnings:  # a reminder to the platform, not a deadline that passed
+            text += (
+                "; warned the platform: the calendar lacks next year's official schedule "
+                "(`exchange calendar status`)"
+            )
+        return text
 
 
 def tick(
@@ -85,6 +112,7 @@ def tick(
         serialize(s)  # one housekeeper at a time, and no workflow step in between
         for _ in range(MAX_ROUNDS):
             before = report.changed
+            _add(report, joint.tick(s, now, policy))  # a joint review's clocks are its own
             _reviews(s, now, policy, report)
             _breaches(s, now, "delivery", report)
             _auto_complete(s, now, "sign_off", "sign_off", report)
@@ -92,12 +120,23 @@ def tick(
             _effectiveness(s, now, report)
             _expiry(s, now, report)
             report.upstream_forward_breaches += upstream.forward_breaches(s, now)
+            _add(report, demands.tick(s, now))
             if report.changed == before:
                 break
         report.deadlines_recomputed = sla.refresh_provisional(s, calendar)
         report.deadlines_recomputed += upstream.refresh_provisional(s, calendar)
+        report.deadlines_recomputed += demands.refresh_provisional(s, calendar)
+        report.deadlines_recomputed += notices.refresh_provisional(s, calendar)
+        report.notices_applied = notices.apply_due(s, now)
+        report.calendar_warnings = calendar_status.warn_missing_years(s, now, calendar)
     _seal_audit(target, store)
     return report
+
+
+def _add(report: TickReport, counts: dict[str, int]) -> None:
+    """Add a module's own tick counts to the report fields they are named after."""
+    for name, n in counts.items():
+        setattr(report, name, getattr(report, name) + n)
 
 
 def _seal_audit(target: Workspace | Store, store: Store) -> None:

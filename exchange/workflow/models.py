@@ -85,6 +85,18 @@ class User(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class UserPassword(Base):
+    """The argon2id hash of the password an account application issued a user (migration
+    0014_departments_accounts, a branch that does not descend from this table's: hence no
+    foreign key). A user without one signs in with API tokens only."""
+
+    __tablename__ = "user_passwords"
+
+    user_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    password_hash: Mapped[str] = mapped_column(sa.String(200))
+    set_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class ApiToken(Base):
     """An API token of a user; only its sha256 is stored."""
 

@@ -21,11 +21,12 @@ from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition, NotFound
 from exchange.store.locks import locked_session
 from exchange.store.models import Subscription
-from exchange.workflow import sla
+from exchange.workflow import joint, sla
 from exchange.workflow import states as st
 from exchange.workflow.application import Application, DepartmentRequest
 from exchange.workflow.grants import (
     check_api_free,
+    check_dedicated,
     check_department,
     check_grant,
     check_node_department,
@@ -166,7 +167,10 @@ def may_view(ws: Workspace, who: Principal, sub: Subscription) -> bool:
         return (
             resource is not None
             and who.department is not None
-            and provider_department(ws, resource) == who.department
+            and (
+                provider_department(ws, resource) == who.department
+                or joint.is_source(resource, who.department)
+            )
         )
     return False
 
@@ -216,6 +220,7 @@ def file_application(
     )
     if form.node is not None:
         check_node_department(ws.catalog, form.node, department_code)
+    check_dedicated(ws.catalog, resource, department_code)
     suspended = open_suspension(s, department_code)
     if suspended is not None:
         raise Forbidden(
@@ -280,6 +285,7 @@ def file_application(
             s, sub, "submit_for_review", SYSTEM, now,
             "conditional resource (有条件共享): the provider reviews",
             provider=provider_department(ws, resource) or PLATFORM,
+            reviewers=joint.reviewers(resource),
         )  # fmt: skip
     else:
         move(s, sub, "file", SYSTEM, now, "unconditional resource (无条件共享): no review")
@@ -296,8 +302,14 @@ def review(
     reason: str | None = None,
     now: dt.datetime | None = None,
 ) -> SubscriptionView:
-    """The provider's decision: approve (possibly fewer fields than requested) or reject."""
+    """The provider's decision: approve (possibly fewer fields than requested) or reject; a
+    joint request's source provider decides its own part (``exchange.workflow.joint``)."""
     now = now or utcnow()
+    joint_view = joint.review(
+        ws, who, subscription_id, approve=approve, fields=fields, reason=reason, now=now
+    )
+    if joint_view is not None:
+        return joint_view
     with _session(ws) as s:
         sub = subscription_row(s, subscription_id)
         _require_provider(ws, who, sub)
@@ -532,7 +544,8 @@ def visible_to(ws: Workspace, who: Principal) -> sa.ColumnElement[bool]:
         codes = [
             r.code
             for r in ws.catalog.resources.values()
-            if who.department is not None and provider_department(ws, r) == who.department
+            if who.department is not None
+            and (provider_department(ws, r) == who.department or joint.is_source(r, who.department))
         ]
         return Subscription.resource_code.in_(codes)
     return sa.false()

@@ -5,6 +5,7 @@ SLA clocks it starts and stops, and the notifications it sends — all in the ca
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from exchange import audit
 from exchange.store.models import Subscription
 from exchange.workflow import notifications, sla
 from exchange.workflow import states as st
+from exchange.workflow.joint_models import PENDING, JointReview, clock_kind
 from exchange.workflow.models import SubscriptionTransition
 from exchange.workflow.users import SYSTEM, Principal
 
@@ -65,15 +67,17 @@ def move(
     *,
     provider: str | None = None,
     extra: dict[str, Any] | None = None,
+    reviewers: Sequence[str] = (),
 ) -> None:
-    """Take ``action`` on ``sub`` (refused with IllegalTransition if the machine forbids it)."""
+    """Take ``action`` on ``sub`` (refused with IllegalTransition if the machine forbids it);
+    ``reviewers``: the source providers of a joint review (``exchange.workflow.joint``)."""
     source = sub.status
     target = st.next_state(
         source, action, who.role, resume_to=sub.suspended_from, subject=f"subscription {sub.id}"
     )
     sub.status, sub.state_changed_at = target, at
     record(s, sub, action, source, who, reason, at, extra)
-    _entered(s, sub, action, source, at, reason, provider)
+    _entered(s, sub, action, source, at, reason, provider, reviewers)
 
 
 def _note(s: Session, sub: Subscription, kind: str, recipient: str, **payload: Any) -> None:
@@ -89,11 +93,14 @@ def _entered(
     at: dt.datetime,
     reason: str | None,
     provider: str | None,
+    reviewers: Sequence[str] = (),
 ) -> None:
     """What entering the new state sets going (clocks, notifications, follow-on steps)."""
     requester = requester_party(sub)
     state = sub.status
-    if state == st.UNDER_REVIEW:
+    if state == st.UNDER_REVIEW and reviewers:
+        _request_joint_review(s, sub, at, reviewers)
+    elif state == st.UNDER_REVIEW:
         assert provider is not None, "a review needs the provider's department"
         _request_review(s, sub, at, provider)
     elif state == st.FILING:
@@ -160,6 +167,26 @@ def _request_review(s: Session, sub: Subscription, at: dt.datetime, provider: st
         s, sub, "review.requested", f"provider:{provider}",
         urgency=sub.urgency, due=sla.show(clock.due_at, clock.provisional),
     )  # fmt: skip
+
+
+def _request_joint_review(
+    s: Session, sub: Subscription, at: dt.datetime, departments: Sequence[str]
+) -> None:
+    """A joint resource's review (``exchange.workflow.joint``): a pending part, a 5-working-
+    day clock and the request in the outbox of each source provider."""
+    for i, department in enumerate(departments, 1):
+        kind = clock_kind(i)
+        s.add(JointReview(subscription_id=sub.id, department_code=department, clock_kind=kind,
+                          decision=PENDING, timed_out=False))  # fmt: skip
+        clock = sla.start_clock(
+            s, sub.id, kind, "provider", department, at, working_days=sla.REVIEW_WORKING_DAYS
+        )
+        notifications.notify(
+            s, "review.requested", f"provider:{department}",
+            {"resource": sub.resource_code, "state": sub.status, "urgency": sub.urgency,
+             "joint": list(departments), "due": sla.show(clock.due_at, clock.provisional)},
+            key=f"review.requested:{sub.id}:{department}", subscription_id=sub.id,
+        )  # fmt: skip
 
 
 def _start_delivery(s: Session, sub: Subscription, at: dt.datetime, requester: str) -> None:

@@ -21,7 +21,7 @@ from exchange import audit
 from exchange.catalog.model import department_list
 from exchange.kernel.clock import utcnow
 from exchange.kernel.errors import BadInput, NotFound, Unauthorized
-from exchange.workflow.models import ApiToken, User
+from exchange.workflow.models import ApiToken, User, UserPassword
 
 ROLES = ("admin", "provider", "requester")
 TOKEN_PREFIX = "exg_"
@@ -142,6 +142,39 @@ def principal_of(s: Session, name: str) -> Principal:
     user = s.execute(sa.select(User).where(User.name == name)).scalar()
     if user is None:
         raise Unauthorized(f"no user {name!r}: create it with `exchange user add`")
+    return Principal(user.name, user.role, user.department, user.id)
+
+
+def set_password(s: Session, user_name: str, password: str, actor: str) -> None:
+    """Give a user a new password (stored only as its argon2id hash): the old one no longer
+    signs in. The password never enters the audit log, its setting does."""
+    from argon2 import PasswordHasher  # argon2id by default
+
+    user = s.execute(sa.select(User).where(User.name == user_name)).scalar()
+    if user is None:
+        raise NotFound(f"no user {user_name!r}")
+    row = s.get(UserPassword, user.id)
+    replaced = row is not None
+    if row is None:
+        row = UserPassword(user_id=user.id)
+        s.add(row)
+    row.password_hash, row.set_at = PasswordHasher().hash(password), utcnow()
+    audit.append(s, "user.password_set", f"user:{user.id}", {"replaced": replaced}, actor)
+
+
+def sign_in(s: Session, user_name: str, password: str) -> Principal:
+    """The user whose name and password these are; any other pair is refused alike."""
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    user = s.execute(sa.select(User).where(User.name == user_name)).scalar()
+    row = s.get(UserPassword, user.id) if user is not None else None
+    if user is None or row is None:
+        raise Unauthorized("unknown user or wrong password")
+    try:
+        PasswordHasher().verify(row.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        raise Unauthorized("unknown user or wrong password") from None
     return Principal(user.name, user.role, user.department, user.id)
 
 

@@ -136,7 +136,9 @@ def subscription_view(
     statuses = {d.status for d in deadlines}
     breached = bool(statuses & {"overdue", "late"}) or any(c.breached_at for c in clocks)
     at_risk = any(
-        c.stopped_at is None and c.kind in BREACHABLE and now <= c.due_at <= now + AT_RISK
+        c.stopped_at is None
+        and c.kind.partition(".")[0] in BREACHABLE  # a joint review's review.1, review.2 ...
+        and now <= c.due_at <= now + AT_RISK
         for c in clocks
     )
     resource = ws.catalog.resources.get(sub.resource_code)

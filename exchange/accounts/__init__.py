@@ -1,0 +1,1 @@
+"""Departments' accounts: applications, issuing and provisioning on the platform's nodes."""
