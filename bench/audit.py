@@ -12,11 +12,13 @@ the events over the wall-clock time from that start until the last event is chai
 for the sealed scheme, checkpointed and witnessed):
 
 - ``sealed``: ``exchange.audit.append_many`` as it is: no lock, chained after commit by the
-  sealer in batches (inline, or by the process's timer thread within 50 ms when a seal of
-  that process ran just before), a checkpoint every 1,000 events;
+  sealer in batches (one process at a time holds the sealer lease and seals every 50 ms for
+  all; the others' timer threads only find it held), a checkpoint every 1,000 events;
 - ``locked``: the former scheme, for comparison: each append takes the store's writer lock,
   reads the head and inserts its event linked (one lock holder at a time);
 - ``plain``: the same INSERT with no chaining at all (what an unaudited write costs);
+- ``bare``: the leanest insert there is, the ceiling of this machine: psycopg alone, no
+  SQLAlchemy, one prepared INSERT a transaction in autocommit (one round trip, no BEGIN);
 - ``deferred``: ``exchange.audit.append_many`` with no seal after each commit, the whole log
   chained and checkpointed by one seal at the end (the appends with no sealing while they
   run; that last seal, a checkpoint a round with its witness line and synchronous commit, is
@@ -40,13 +42,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import psycopg
 import sqlalchemy as sa
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-SCHEMES = ("plain", "locked", "sealed", "deferred")
+SCHEMES = ("bare", "plain", "locked", "sealed", "deferred")
+UNCHAINED = ("bare", "plain")  # schemes whose events are never chained
 TARGET = 2000.0
 AUDIT_ENV = (
     "EXCHANGE_AUDIT_KEY_ENV", "EXCHANGE_AUDIT_KEY_FILE", "EXCHANGE_AUDIT_WITNESS",
@@ -79,6 +82,7 @@ def writer(scheme: str, url: str, name: str, events: int, start_at: float, group
 
     table = cast(sa.Table, AuditEvent.__table__)
     store = Store(url, migrate=False)
+    bare, sql = _bare_connection(scheme, url, table)
     with store.session():
         pass  # connect before the start, as a running process would have
     time.sleep(max(0.0, start_at - time.time()))
@@ -97,6 +101,8 @@ def writer(scheme: str, url: str, name: str, events: int, start_at: float, group
             with store.session() as s:
                 audit.append_many(s, batch)
                 s.info.pop(APPENDED)  # no seal after this commit: one seal at the end
+        elif scheme == "bare":
+            _bare_insert(bare, sql, batch)
         elif scheme == "plain":
             with store.engine.begin() as conn:
                 conn.execute(
@@ -126,6 +132,39 @@ def writer(scheme: str, url: str, name: str, events: int, start_at: float, group
                     prev = h
                 s.execute(sa.insert(table), rows)
     store.close()
+    if bare is not None:
+        bare.close()
+
+
+def _bare_connection(scheme: str, url: str, table: sa.Table) -> tuple[Any, str]:
+    """For ``bare``: an autocommit psycopg connection and the INSERT's text, compiled by
+    SQLAlchemy's dialect (named parameters)."""
+    if scheme != "bare":
+        return None, ""
+    from sqlalchemy.dialects import postgresql
+
+    columns = ("at", "actor", "kind", "subject", "payload")
+    stmt = sa.insert(table).values({c: sa.bindparam(c) for c in columns})
+    sql = str(stmt.compile(dialect=postgresql.dialect(paramstyle="pyformat")))
+    dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg.connect(dsn, autocommit=True, prepare_threshold=0), sql
+
+
+def _bare_insert(conn: Any, sql: str, batch: list[Any]) -> None:
+    from psycopg.types.json import Jsonb
+
+    from exchange.kernel.clock import utcnow
+
+    rows = [
+        {"at": utcnow(), "actor": e.actor, "kind": e.kind, "subject": e.subject,
+         "payload": Jsonb(e.payload)}
+        for e in batch
+    ]  # fmt: skip
+    if len(rows) == 1:
+        conn.execute(sql, rows[0])  # autocommit: the statement is its transaction
+    else:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(sql, rows)
 
 
 def measure(
@@ -183,9 +222,9 @@ def measure(
             ).scalar()
         store.close()
     want = writers * events
-    if total != want or (scheme != "plain" and chained != want):
+    if total != want or (scheme not in UNCHAINED and chained != want):
         raise SystemExit(f"{scheme}: {total} events stored, {chained} chained, not {want}")
-    extra = f", {checkpoints} checkpoints" if scheme not in ("plain", "locked") else ""
+    extra = f", {checkpoints} checkpoints" if scheme not in (*UNCHAINED, "locked") else ""
     print(
         f"  {scheme:8s} {want / elapsed:7,.0f} events/s  ({want} in {elapsed:.2f} s{extra}; "
         f"writers' CPU {cpu:.1f} s)"
@@ -212,6 +251,8 @@ def scenario(args: argparse.Namespace, group: int, tmp: Path) -> dict[str, float
         print(f"  sealed / locked (the former scheme): {sealed / rates['locked']:.2f}x")
     if "plain" in rates:
         print(f"  sealed / plain (no audit chain):     {sealed / rates['plain']:.2f}x")
+    if "bare" in rates:
+        print(f"  sealed / bare (the leanest insert):  {sealed / rates['bare']:.2f}x")
     verdict = "met" if sealed >= TARGET else "NOT met"
     print(f"  target >= {TARGET:,.0f} sealed events/s: {verdict}")
     return rates

@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -378,3 +379,58 @@ def test_the_log_is_indexed_by_time_and_by_what_is_pending(store: Store) -> None
 
     assert indexes["ix_audit_events_at"]["column_names"] == ["at"]
     assert indexes["ix_audit_events_pending"]["column_names"] == ["id"]
+
+
+@pytest.mark.postgres
+def test_a_busy_sealer_hands_the_lock_to_a_run_end_at_once(
+    pg_database: str, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL one store's sealer holds the lock while commits keep coming (it seals
+    for all); a run's end on another store, which waits for the lock to sign its checkpoint,
+    is handed it at the holder's next round: the checkpoint is stored while the load goes
+    on (the bound is a round or two; the test allows a loaded machine 5 s)."""
+    monkeypatch.setenv("EXCHANGE_AUDIT_CHECKPOINT_EVENTS", "1000000")  # only the forced one
+    monkeypatch.setenv("EXCHANGE_AUDIT_CHECKPOINT_SECONDS", "3600")
+    busy, other = Store(pg_database), Store(pg_database, migrate=False)
+    stop = threading.Event()
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set():
+            with busy.session() as s:
+                audit.append(s, "test.load", f"load:{i}", {"i": i})
+            i += 1
+
+    def run_end() -> None:
+        with other.session() as s:
+            audit.append(s, "run.finished", "run:1", {}, checkpoint=True)
+
+    def checkpoints() -> int:
+        with other.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count(AuditCheckpoint.id))).scalar_one())
+
+    loader, ender = threading.Thread(target=load), threading.Thread(target=run_end)
+    loader.start()
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 5.0 and unchained(busy) == 0:
+            time.sleep(0.01)
+        time.sleep(0.3)  # the busy store's sealer holds the lock by now
+        asked = time.monotonic()
+        ender.start()
+        while checkpoints() == 0 and time.monotonic() - asked < 5.0:
+            time.sleep(0.01)
+        took = time.monotonic() - asked
+        assert checkpoints() == 1
+        assert loader.is_alive(), "the load stopped before the checkpoint"
+        assert took < 5.0
+    finally:
+        stop.set()
+        loader.join()
+        ender.join()
+    assert settle(busy) and settle(other)
+    assert unchained(busy) == 0
+    with busy.session() as s:
+        assert verify_chain(s).broken_id is None
+    busy.close()
+    other.close()
