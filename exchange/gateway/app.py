@@ -2,13 +2,13 @@
 upstream platform with the city's credential, for a department holding an authorization code.
 
 One call, in order: the route (404 unknown resource or operation, 405 wrong method), the
-code (``CodeCache``: 401, 403), the params against the operation's declaration (400 naming
-them), the quota (``Quota.take``: 429 with Retry-After; Redis down: 503, fail closed), an
-``admitted`` spool line, the upstream call (``UpstreamClient``: 504 timeout, 502 failure, 503
-its throttling), the response filtered to the granted fields (``FieldFilter``), a ``done``
-spool line, the answer. Every answer is JSON; refusals are ``{"error": reason, "message":
-...}``. Every call, refused ones too, is one spool line and so one usage row and one
-``gateway.call`` event.
+code (``CodeCache``: 401; 410 a resource taken offline; 403 the subscription), the params
+against the operation's declaration (400 naming them), the quota (``Quota.take``: 429 with
+Retry-After; Redis down: 503, fail closed), an ``admitted`` spool line, the upstream call
+(``UpstreamClient``: 504 timeout, 502 failure, 503 its throttling), the response filtered to
+the granted fields (``FieldFilter``), a ``done`` spool line, the answer. Every answer is
+JSON; refusals are ``{"error": reason, "message": ...}``. Every call, refused ones too, is one
+spool line and so one usage row and one ``gateway.call`` event.
 
 No framework on the path of a call: each microsecond of it is paid on every call (the
 gateway adds at most 1 ms at p50 at 500 calls/s). Built once per process; the clients, the

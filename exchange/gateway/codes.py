@@ -41,6 +41,7 @@ from exchange.store.locks import locked_session
 from exchange.store.models import Subscription
 from exchange.workflow import states as st
 from exchange.workflow.models import User
+from exchange.workflow.notices_models import ResourceNotice, offline_on
 from exchange.workflow.service import acts_for, may_view, open_suspension, subscription_row
 from exchange.workflow.transitions import move
 from exchange.workflow.users import ENGINE, Principal
@@ -419,9 +420,10 @@ class Grant:
 
 
 class Refused(ExchangeError):
-    """A gateway call refused for its code or its subscription: ``status`` 401 (``unknown``,
-    ``revoked``, ``rotated_out``) or 403 (``suspended``, ``expired``, ``not_deliverable``).
-    The message names the code by its prefix only.
+    """A gateway call refused for its code, its resource or its subscription: ``status`` 401
+    (``unknown``, ``revoked``, ``rotated_out``), 410 (``resource_offline``: an offline notice
+    in effect) or 403 (``suspended``, ``expired``, ``not_deliverable``). The message names the
+    code by its prefix only.
 
     Once the code is known (its digest matched: every reason but ``unknown``), the refusal
     also carries whose it is, ``code_id``, ``subscription_id`` and ``department_code``, so
@@ -451,8 +453,19 @@ UNKNOWN_MESSAGE = "unknown authorization code: give the code the platform issued
 
 
 @dataclass(frozen=True)
+class _Offline:
+    """The offline notice in effect for a code's resource: what its refusal names."""
+
+    notice_id: int
+    effective_on: dt.date
+    replacement: str | None
+
+
+@dataclass(frozen=True)
 class _Snapshot:
-    """One code's row and its subscription as loaded, all a check needs."""
+    """One code's row and its subscription as loaded, all a check needs. ``offline`` is
+    judged for ``day`` (Asia/Shanghai), the day it was loaded for: a check on another day
+    reloads it, so that an offline notice takes effect at 00:00 whatever the cache's time."""
 
     code_id: int
     prefix: str
@@ -467,16 +480,21 @@ class _Snapshot:
     fields: tuple[str, ...]
     valid_until: dt.date
     lowered: bool
+    day: dt.date
+    offline: _Offline | None
 
 
 class CodeCache:
     """Checks codes against snapshots of their rows kept in memory for ``ttl_s`` seconds.
 
-    A miss (or a snapshot older than ``ttl_s``) loads the code's row, its subscription and
-    whether its department is suspended from the store, by prefix, in one short read. So a
-    revocation, a rotation's end of grace, a suspension or a removal reaches every gateway
-    process at most ``ttl_s`` seconds (default 1 s, ``EXCHANGE_GATEWAY_CACHE_S``) after it is
-    committed; until then a process may still admit calls on what it loaded. Times in the
+    A miss (or a snapshot older than ``ttl_s``, or loaded on another day) loads the code's
+    row, its subscription, whether its department is suspended and whether an offline notice
+    has taken its resource offline (``offline_on``, the engine's rule) from the store, by
+    prefix, in one short read. So a revocation, a rotation's end of grace, a suspension or a
+    removal reaches every gateway process at most ``ttl_s`` seconds (default 1 s,
+    ``EXCHANGE_GATEWAY_CACHE_S``) after it is committed; until then a process may still admit
+    calls on what it loaded. An offline notice takes effect on its date exactly: a snapshot
+    holds for the day it was loaded on, the first check of a new day reloads it. Times in the
     snapshot (grace, usage period) are judged against the ``now`` of each call, so they need
     no reload. Unknown prefixes are remembered too, for as long, so that a client retrying a
     wrong code does not reach the store each time; a string that is not of the code format
@@ -506,12 +524,14 @@ class CodeCache:
         prefix = prefix_of(code) if code else None
         if prefix is None:
             raise Refused(401, "unknown", UNKNOWN_MESSAGE)
-        snap = self._snapshot(prefix)
+        at = _utc(now)
+        day = today(at)
+        snap = self._snapshot(prefix, day)
         # Constant time, and the HMAC computed even for an unknown prefix.
         if not hmac.compare_digest(digest(self._key, code), snap.digest if snap else _NO_DIGEST):
             raise Refused(401, "unknown", UNKNOWN_MESSAGE)
         assert snap is not None
-        return _grant(snap, resource_code, _utc(now))
+        return _grant(snap, resource_code, at, day)
 
     def forget(self, prefix: str | None = None) -> None:
         """Drop one snapshot (or all): the next check reloads it from the store."""
@@ -521,14 +541,15 @@ class CodeCache:
             else:
                 entries.pop(prefix, None)
 
-    def _snapshot(self, prefix: str) -> _Snapshot | None:
+    def _snapshot(self, prefix: str, day: dt.date) -> _Snapshot | None:
         clock = time.monotonic()
         for entries in (self._known, self._unknown):
             hit = entries.get(prefix)
-            if hit is not None and clock - hit[0] < self.ttl_s:
+            fresh = hit is not None and clock - hit[0] < self.ttl_s
+            if hit is not None and fresh and (hit[1] is None or hit[1].day == day):
                 entries.move_to_end(prefix)
                 return hit[1]
-        snap = _load(self._store, prefix)
+        snap = _load(self._store, prefix, day)
         self.loads += 1
         self.forget(prefix)  # a code removed since, or issued since: it moves over
         if snap is not None:
@@ -541,7 +562,7 @@ class CodeCache:
         return snap
 
 
-def _load(store: Store, prefix: str) -> _Snapshot | None:
+def _load(store: Store, prefix: str, day: dt.date) -> _Snapshot | None:
     with store.session() as s:
         found = s.execute(
             sa.select(ApiCode, Subscription)
@@ -553,6 +574,15 @@ def _load(store: Store, prefix: str) -> _Snapshot | None:
         row, sub = found
         department = sub.department_code
         lowered = bool(department) and open_suspension(s, department or "") is not None
+        notice = s.execute(
+            offline_on(day)
+            .with_only_columns(
+                ResourceNotice.id, ResourceNotice.effective_on, ResourceNotice.replacement
+            )
+            .where(ResourceNotice.resource_code == sub.resource_code)
+            .order_by(ResourceNotice.id)
+            .limit(1)
+        ).first()
         return _Snapshot(
             code_id=row.id,
             prefix=row.prefix,
@@ -567,6 +597,8 @@ def _load(store: Store, prefix: str) -> _Snapshot | None:
             fields=tuple(sub.fields),
             valid_until=sub.valid_until,
             lowered=lowered,
+            day=day,
+            offline=_Offline(*notice) if notice is not None else None,
         )
 
 
@@ -582,8 +614,9 @@ def _refused(snap: _Snapshot, status: int, reason: str, message: str) -> Refused
     )
 
 
-def _grant(snap: _Snapshot, resource_code: str, now: dt.datetime) -> Grant:
-    """The checks after the digest, in order: revoked, rotated out, then the subscription."""
+def _grant(snap: _Snapshot, resource_code: str, now: dt.datetime, day: dt.date) -> Grant:
+    """The checks after the digest, in order: revoked, rotated out, the resource (another
+    one's code; taken offline), then the subscription."""
     code = f"authorization code {snap.prefix}"
     if snap.revoked_at is not None:
         raise _refused(snap, 401, "revoked", f"{code} was revoked on {shown(snap.revoked_at)}")
@@ -597,9 +630,13 @@ def _grant(snap: _Snapshot, resource_code: str, now: dt.datetime) -> Grant:
         # Before the subscription's state: whatever that is, this code never serves this
         # resource, and its holder learns nothing of that resource's subscriptions.
         raise _refused(snap, 403, "not_deliverable", f"{code} is not for resource {resource_code}")
+    if snap.offline is not None:
+        # Before the subscription's state: gone for every subscriber, and what to apply for
+        # instead is what its holder needs to know.
+        raise _refused(snap, 410, "resource_offline", _offline_message(resource_code, snap.offline))
     if snap.status == st.SUSPENDED:
         raise _refused(snap, 403, "suspended", f"{code}: {sub} is suspended by the platform")
-    if snap.status == st.EXPIRED or snap.valid_until < today(now):
+    if snap.status == st.EXPIRED or snap.valid_until < day:
         raise _refused(
             snap, 403, "expired", f"{code}: {sub}'s usage period ended on {snap.valid_until}"
         )
@@ -613,4 +650,16 @@ def _grant(snap: _Snapshot, resource_code: str, now: dt.datetime) -> Grant:
         fields=snap.fields,
         valid_until=snap.valid_until,
         lowered=snap.lowered,
+    )
+
+
+def _offline_message(resource_code: str, offline: _Offline) -> str:
+    instead = (
+        f"; apply for its replacement {offline.replacement}"
+        if offline.replacement
+        else "; no replacement is named"
+    )
+    return (
+        f"resource {resource_code} is offline since {offline.effective_on} "
+        f"(notice {offline.notice_id}){instead}"
     )

@@ -108,7 +108,7 @@ class UsageRow:
     hour: int | None
     calls: int
     ok: int  # answered: the granted fields, or the upstream's 4xx passed on (``answered``)
-    refused: int  # code, subscription or parameters refused (400, 401, 403, 404, 405)
+    refused: int  # code, resource, subscription or params refused (400, 401, 403-405, 410)
     quota: int  # 429
     errors: int  # upstream failed (502, 504), Redis down, interrupted
     p50_ms: float | None
