@@ -16,8 +16,9 @@ from exchange import audit
 from exchange.accounts.models import DepartmentRow
 from exchange.catalog.model import DEPARTMENT_LEVELS, UNIT_LEVELS, Catalog, Department
 from exchange.kernel.clock import utcnow
-from exchange.kernel.errors import BadInput, Forbidden, NotFound
+from exchange.kernel.errors import BadInput, NotFound
 from exchange.store.models import Subscription
+from exchange.workflow.acting import Acting, as_acting, decide
 from exchange.workflow.models import User
 from exchange.workflow.users import Principal
 
@@ -143,44 +144,42 @@ def listing(s: Session, catalog: Catalog) -> list[DepartmentView]:
 # -- acting for a department ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Acting:
-    """Who acts for which department: ``department`` is the one acted for, ``actor_department``
-    the actor's own (differs when a supervising department acts for its unit)."""
-
-    department: str
-    actor_department: str | None
-
-    @property
-    def on_behalf(self) -> bool:
-        return self.actor_department is not None and self.actor_department != self.department
-
-
 def acting_for(
     s: Session, catalog: Catalog, who: Principal, code: str | None, *, allowed: bool
 ) -> Acting:
     """The department ``who`` acts for: its own (``code`` left out or the same), any for an
-    admin, or a unit it supervises when ``allowed`` (the platform's setting)."""
-    if who.role == "admin":
-        if code is None:
-            raise BadInput("department_code: a platform admin acting for a department names it")
-        lookup(s, catalog, code)
-        return Acting(code, None)
-    if not who.department:
-        raise Forbidden(f"{who.describe()} belongs to no department and may not act for one")
-    own = who.department
-    if code is None or code == own:
-        lookup(s, catalog, own, "the user's department")
-        return Acting(own, own)
-    unit = lookup(s, catalog, code)
-    if unit.supervisor == own and allowed:
-        return Acting(code, own)
-    if unit.supervisor == own:
-        raise Forbidden(
-            f"{who.describe()} may not act for its unit {code}: the platform does not let "
-            "supervising departments act for their units (EXCHANGE_SUPERVISOR_ACTS_FOR_UNITS)"
-        )
-    raise Forbidden(f"{who.describe()} may act only for its own department {own}, not {code}")
+    admin, or a unit it supervises when ``allowed`` (the platform's setting): the rule of
+    ``exchange.workflow.acting``, given the named department's row."""
+    if who.role != "admin" and (code is None or code == (who.acting_from or who.department)):
+        if who.department:
+            lookup(s, catalog, who.acting_from or who.department, "the user's department")
+        return decide(who, code, None, allowed=allowed)
+    unit = lookup(s, catalog, code) if code is not None else None
+    return decide(who, code, unit.supervisor if unit else None, allowed=allowed)
+
+
+def principal_for(
+    s: Session,
+    catalog: Catalog,
+    who: Principal,
+    code: str | None,
+    *,
+    allowed: bool,
+    units_only: bool = False,
+) -> Principal:
+    """``who`` as the workflow sees it acting for department ``code`` (its own when left out):
+    a supervisor's user for its unit where ``allowed``, refused by name otherwise.
+    ``units_only``: a department that is no unit of the user's is left to the workflow's own
+    refusal (an application's form names the department it is for)."""
+    if code is None or who.role == "admin" or code == who.department:
+        return who
+    if units_only:
+        row = s.get(DepartmentRow, code)
+        declared = catalog.department_info.get(code)
+        supervisor = row.supervisor if row is not None else declared and declared.supervisor
+        if supervisor is None or supervisor != who.department:
+            return who
+    return as_acting(who, acting_for(s, catalog, who, code, allowed=allowed))
 
 
 # -- free-text departments of older installations --------------------------------------------

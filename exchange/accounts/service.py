@@ -455,7 +455,7 @@ def issue(
             assert issued_login is not None and secret is not None
             if apptype == "new":
                 create_user(s, issued_login, role, department, who.name, ws.catalog.departments)
-            set_password(s, issued_login, secret, who.name)
+            set_password(s, issued_login, secret, who.name, at=now)
         app.login, app.reach = issued_login, reach
         app.decision_reason = note
         _step(s, app, "issue", who, now, note, {"login": issued_login, "reach": reach})
@@ -548,15 +548,25 @@ class AccountTickReport(BaseModel):
     reminders: int = 0
     breaches: int = 0
     deadlines_recomputed: int = 0
+    rotation_reminders: int = 0  # issued credentials past EXCHANGE_CREDENTIAL_MAX_AGE_DAYS
 
 
 def tick(
-    store: Store, now: dt.datetime | None = None, *, calendar: WorkCalendar | None = None
+    store: Store,
+    now: dt.datetime | None = None,
+    *,
+    calendar: WorkCalendar | None = None,
+    settings: AccountSettings | None = None,
 ) -> AccountTickReport:
     """The account clocks' part of housekeeping, as the subscriptions' clocks are kept:
     a reminder to the awaited party every 24 hours, a breach (once, dated at the deadline)
-    once overdue, provisional deadlines recomputed. Idempotent for the same ``now``."""
+    once overdue, provisional deadlines recomputed; then the issued credentials due for
+    rotation, their departments reminded once per age period. Idempotent for the same
+    ``now``."""
+    from exchange.accounts.rotation import remind
+
     now = now or utcnow()
+    settings = settings or AccountSettings.from_env()
     report = AccountTickReport()
     cal = calendar or default_calendar()
     with store.session() as s:
@@ -585,4 +595,5 @@ def tick(
                     key=f"account.reminder:{clock.application_id}:{clock.kind}:{slot}",
                 )  # fmt: skip
                 report.reminders += 1
+        report.rotation_reminders = remind(s, now, settings.credential_max_age_days)
     return report

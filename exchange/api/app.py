@@ -282,7 +282,9 @@ def create_app(ws: Workspace | None = None) -> FastAPI:
             visible(ws, who, form.resource)  # a not_shared resource is not found, as unknown
             return svc.apply(ws, who, form)
 
-        return _json(calls.in_transaction(ws, token, 201, act), 201)
+        # a supervising department's user may name its unit (where the platform allows it)
+        acting = calls.for_department(form.department_code, act, units_only=True)
+        return _json(calls.in_transaction(ws, token, 201, acting), 201)
 
     @app.get("/subscriptions", response_model=SubscriptionPage, tags=["subscriptions"],
              responses=refusals())  # fmt: skip

@@ -285,6 +285,27 @@ def in_transaction(
     return result
 
 
+def for_department(
+    code: str | None, action: Callable[[Workspace, Principal], T], *, units_only: bool = False
+) -> Callable[[Workspace, Principal], T]:
+    """``action`` taken for department ``code``: by a supervising department's user for its
+    unit where the platform allows it (``exchange.workflow.acting``), refused by name
+    otherwise; ``units_only``: any other department is left to the action's own check."""
+    if code is None:
+        return action
+
+    def run(ws: Workspace, who: Principal) -> T:
+        from exchange.accounts.config import AccountSettings
+        from exchange.accounts.departments import principal_for
+
+        allowed = AccountSettings.from_env().supervisor_acts_for_units
+        with ws.store.session() as s:
+            who = principal_for(s, ws.catalog, who, code, allowed=allowed, units_only=units_only)
+        return action(ws, who)
+
+    return run
+
+
 def _read(
     ws: Workspace, call: Call, token: str, status: int, action: Callable[[Workspace, Principal], T]
 ) -> T:

@@ -1,5 +1,5 @@
 """``exchange account``: departments' applications for platform, database and FTP accounts
-(apply | consent | refuse | issue | reject | reset | list | show).
+(apply | consent | refuse | issue | reject | reset | list | show | password).
 
 A department applies with the form's fields as options (or ``--form FILE``); a unit's
 application waits for its supervising department's consent; the platform admin issues the
@@ -258,3 +258,24 @@ def account_show(
     from exchange.accounts.service import show
 
     _act(catalog, as_user, lambda ws, who: show(ws, who, application_id), detail=True)
+
+
+@app.command("password")
+def account_password(
+    catalog: CatalogOpt = DEFAULT_CATALOG, as_user: AsOpt = None, at: AtOpt = None
+) -> None:
+    """Change your own platform password (asked for, never shown): at least 12 characters of
+    3 classes, not your login, your department code or a common password; the old one stops
+    signing in."""
+    from exchange.accounts.rotation import change_password
+    from exchange.kernel.errors import BadInput
+    from exchange.store.locks import locked_session
+
+    if not as_user:
+        raise BadInput("password: name yourself with --as USER (or $EXCHANGE_USER)")
+    current = typer.prompt("current password", hide_input=True)
+    new = typer.prompt("new password", hide_input=True, confirmation_prompt=True)
+    when = parse_time(at)
+    with workspace(catalog) as ws, locked_session(ws.store) as s:
+        change_password(s, as_user, current, new, when)
+    console.print(f"password of {as_user} changed: the old one no longer signs in", markup=False)

@@ -113,9 +113,10 @@ def tick(
         report, sent = housekeep(ws, at)
         replayed = lineage.replay(ws.settings.home)  # lineage events a receiver missed
     console.print(f"tick: {report}", markup=False)
-    if accounts.reminders or accounts.breaches:
+    if accounts.reminders or accounts.breaches or accounts.rotation_reminders:
         console.print(
-            f"accounts: {accounts.reminders} reminder(s), {accounts.breaches} breach(es)",
+            f"accounts: {accounts.reminders} reminder(s), {accounts.breaches} breach(es), "
+            f"{accounts.rotation_reminders} rotation reminder(s)",
             markup=False,
         )
     console.print(f"notifications: {sent}", markup=False)

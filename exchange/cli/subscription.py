@@ -45,10 +45,33 @@ def _act(
     as_user: str | None,
     step: Callable[[Workspace, Principal], SubscriptionView],
     detail: bool = False,
+    for_department: str | None = None,
+    units_only: bool = False,
 ) -> None:
-    """Open the workspace, take ``step`` as the user, print the subscription it returns."""
+    """Open the workspace, take ``step`` as the user (for ``for_department``, a unit its
+    department supervises, where the platform allows it), print the subscription it returns."""
+    from exchange.accounts.config import AccountSettings
+    from exchange.accounts.departments import principal_for
+
     with workspace(catalog) as ws:
-        _print(step(ws, principal(ws, as_user)), detail)
+        who = principal(ws, as_user)
+        if for_department is not None:
+            allowed = AccountSettings.from_env().supervisor_acts_for_units
+            with ws.store.session() as s:
+                who = principal_for(
+                    s, ws.catalog, who, for_department, allowed=allowed, units_only=units_only
+                )
+        _print(step(ws, who), detail)
+
+
+ForDeptOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--for-department",
+        help="Act for this unit of your department (where EXCHANGE_SUPERVISOR_ACTS_FOR_UNITS "
+        "allows it).",
+    ),
+]
 
 
 def _print(v: SubscriptionView, detail: bool = False) -> None:
@@ -109,7 +132,10 @@ def apply(
         typer.Option(help="YAML or JSON file with the form's fields (options override)."),
     ] = None,
     department_code: Annotated[
-        str | None, typer.Option(help="使用部门代码 (default: your department; admins give it).")
+        str | None,
+        typer.Option(
+            help="使用部门代码 (default: your department; admins give it, a supervisor its unit's)."
+        ),
     ] = None,
     department_name: Annotated[
         str | None, typer.Option(help="使用部门名称 (default: the catalog's name).")
@@ -155,7 +181,8 @@ def apply(
     }  # fmt: skip
     data.update({k: v for k, v in given.items() if v is not None})
     application = parse_application(data)
-    _act(catalog, as_user, lambda ws, who: service.apply(ws, who, application, parse_time(at)))
+    _act(catalog, as_user, lambda ws, who: service.apply(ws, who, application, parse_time(at)),
+         for_department=application.department_code, units_only=True)  # fmt: skip
 
 
 @app.command("review")
@@ -184,23 +211,25 @@ def withdraw(
     as_user: AsOpt = None,
     at: AtOpt = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
+    for_department: ForDeptOpt = None,
 ) -> None:
     """Withdraw your application before implementation (撤销)."""
     from exchange.workflow import service
 
     _act(catalog, as_user, lambda ws, who: service.withdraw(
-        ws, who, subscription, reason, parse_time(at)))  # fmt: skip
+        ws, who, subscription, reason, parse_time(at)), for_department=for_department)  # fmt: skip
 
 
 @app.command("sign-off")
 def sign_off(
     subscription: IdArg, as_user: AsOpt = None, at: AtOpt = None,
-    catalog: CatalogOpt = DEFAULT_CATALOG,
+    catalog: CatalogOpt = DEFAULT_CATALOG, for_department: ForDeptOpt = None,
 ) -> None:  # fmt: skip
     """Confirm that the data arrived (签收)."""
     from exchange.workflow import service
 
-    _act(catalog, as_user, lambda ws, who: service.sign_off(ws, who, subscription, parse_time(at)))
+    _act(catalog, as_user, lambda ws, who: service.sign_off(ws, who, subscription, parse_time(at)),
+         for_department=for_department)  # fmt: skip
 
 
 @app.command("evaluate")
@@ -217,6 +246,7 @@ def evaluate(
     as_user: AsOpt = None,
     at: AtOpt = None,
     catalog: CatalogOpt = DEFAULT_CATALOG,
+    for_department: ForDeptOpt = None,
 ) -> None:
     """Rate the delivery (评价); this closes the subscription."""
     from exchange.workflow import service
@@ -228,7 +258,7 @@ def evaluate(
         rating = ratings(service.Stars, stars, "--stars")
         return service.evaluate(ws, who, subscription, rating, comment, parse_time(at))
 
-    _act(catalog, as_user, step)
+    _act(catalog, as_user, step, for_department=for_department)
 
 
 @app.command("report-effectiveness")

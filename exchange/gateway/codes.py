@@ -40,6 +40,7 @@ from exchange.store import Store
 from exchange.store.locks import locked_session
 from exchange.store.models import Subscription
 from exchange.workflow import states as st
+from exchange.workflow.acting import recorded
 from exchange.workflow.models import User
 from exchange.workflow.notices_models import ResourceNotice, offline_on
 from exchange.workflow.service import acts_for, may_view, open_suspension, subscription_row
@@ -276,6 +277,7 @@ def _issue(
             "department": sub.department_code,
             "rotated_out": rotated,
             "grace_until": (now + grace) if rotated else None,
+            **recorded(who),  # a supervising department acting for its unit: both
         }
         kind = "api.code_issued" if action == "issue" else "api.code_rotated"
         audit.append(s, kind, f"subscription:{sub.id}", payload, actor=who.name)
@@ -354,7 +356,7 @@ def revoke(
         audit.append(
             s, "api.code_revoked", f"subscription:{sub.id}",
             {"prefixes": revoked, "reason": reason, "resource": sub.resource_code,
-             "by_admin": stop},
+             "by_admin": stop, **recorded(who)},
             actor=who.name,
         )  # fmt: skip
         return len(revoked)

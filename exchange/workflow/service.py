@@ -23,6 +23,7 @@ from exchange.store.locks import locked_session
 from exchange.store.models import Subscription
 from exchange.workflow import joint, sla
 from exchange.workflow import states as st
+from exchange.workflow.acting import recorded
 from exchange.workflow.application import Application, DepartmentRequest
 from exchange.workflow.grants import (
     check_api_free,
@@ -276,6 +277,7 @@ def file_application(
             "table": table,
             "fields": fields,
             "department": department_code,
+            **recorded(who),
             "urgency": form.urgency,
             "usage_days": form.usage_days,
         },
@@ -370,7 +372,7 @@ def _requester_step(
     with _session(ws) as s:
         sub = subscription_row(s, subscription_id)
         _require_requester(who, sub, action.replace("_", "-"))
-        move(s, sub, action, who, now, reason)
+        move(s, sub, action, who, now, reason, extra=recorded(who))
         return subscription_view(s, ws, sub, now)
 
 
@@ -388,7 +390,7 @@ def evaluate(
         sub = subscription_row(s, subscription_id)
         _require_requester(who, sub, "evaluate")
         scores = stars.model_dump()
-        move(s, sub, "evaluate", who, now, "evaluated", extra={"stars": scores})
+        move(s, sub, "evaluate", who, now, "evaluated", extra={"stars": scores, **recorded(who)})
         s.add(Evaluation(subscription_id=sub.id, comment=comment, by=who.name, at=now, **scores))
         return subscription_view(s, ws, sub, now)
 
@@ -415,7 +417,7 @@ def report_effectiveness(
         sla.stop_clock(s, sub.id, "effectiveness", now)
         audit.append(
             s, "subscription.effectiveness_reported", f"subscription:{sub.id}",
-            {"due": clock.due_at, "late": now > clock.due_at}, actor=who.name,
+            {"due": clock.due_at, "late": now > clock.due_at, **recorded(who)}, actor=who.name,
         )  # fmt: skip
         _lift_suspensions(s, sub.id, who, now)
         return subscription_view(s, ws, sub, now)

@@ -9,6 +9,7 @@ applies for, and the only department whose nodes it may have data delivered to.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 from collections.abc import Collection, Mapping
@@ -35,10 +36,15 @@ class Principal:
     role: str  # admin | provider | requester | system | engine
     department: str | None = None
     user_id: int | None = None
+    # the user's own department while it acts for a unit of it (department: the unit's),
+    # as ``exchange.workflow.acting`` lets a supervising department do
+    acting_from: str | None = None
 
     def describe(self) -> str:
         """``name (role of DEPT)``: how a refusal names who was refused."""
         dept = f" of {self.department}" if self.department else ""
+        if self.acting_from:
+            dept = f" of {self.acting_from} for its unit {self.department}"
         return f"{self.name} ({self.role}{dept})"
 
 
@@ -145,9 +151,12 @@ def principal_of(s: Session, name: str) -> Principal:
     return Principal(user.name, user.role, user.department, user.id)
 
 
-def set_password(s: Session, user_name: str, password: str, actor: str) -> None:
+def set_password(
+    s: Session, user_name: str, password: str, actor: str, at: dt.datetime | None = None
+) -> None:
     """Give a user a new password (stored only as its argon2id hash): the old one no longer
-    signs in. The password never enters the audit log, its setting does."""
+    signs in. The password never enters the audit log, its setting does. ``at``: when (the
+    age a rotation reminder counts from), now by default."""
     from argon2 import PasswordHasher  # argon2id by default
 
     user = s.execute(sa.select(User).where(User.name == user_name)).scalar()
@@ -158,7 +167,7 @@ def set_password(s: Session, user_name: str, password: str, actor: str) -> None:
     if row is None:
         row = UserPassword(user_id=user.id)
         s.add(row)
-    row.password_hash, row.set_at = PasswordHasher().hash(password), utcnow()
+    row.password_hash, row.set_at = PasswordHasher().hash(password), at or utcnow()
     audit.append(s, "user.password_set", f"user:{user.id}", {"replaced": replaced}, actor)
 
 
