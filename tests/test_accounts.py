@@ -144,6 +144,7 @@ def test_a_unit_applies_its_supervisor_consents_the_platform_issues_within_the_c
     v = acc.consent(ws, p["scjg"], v.id, "同意开通", sh("2026-11-03 11:00"))
     assert v.state == "pending"
     assert [(d.kind, d.status) for d in v.deadlines] == [("consent", "met"), ("answer", "running")]
+    assert v.deadlines[1].party == "platform"  # a party of its own, not "platform platform"
     assert v.deadlines[1].due == "2026-11-05T23:59:59+08:00"  # 2 working days from consent
 
     got = acc.issue(ws, p["admin"], v.id, login="scjg-center", now=sh("2026-11-04 15:00"))

@@ -242,7 +242,7 @@ def _breach(s: Session, clock: AccountClock) -> bool:
     clock.breached_at = clock.due_at
     audit.append(
         s, "account.breached", f"account:{clock.application_id}",
-        {"deadline": clock.kind, "party": f"{clock.party_kind} {clock.party}",
+        {"deadline": clock.kind, "party": _party(clock.party_kind, clock.party),
          "due": clock.due_at, "provisional": clock.provisional},
         actor="housekeeping",
     )  # fmt: skip
@@ -536,7 +536,7 @@ def _deadline(c: AccountClock, now: dt.datetime) -> AccountDeadline:
     else:
         status = c.outcome or "met"
     return AccountDeadline(
-        kind=c.kind, party=f"{c.party_kind} {c.party}", started=sla.show(c.started_at),
+        kind=c.kind, party=_party(c.party_kind, c.party), started=sla.show(c.started_at),
         due=sla.show(c.due_at, c.provisional), provisional=c.provisional, status=status,
     )  # fmt: skip
 
@@ -597,3 +597,9 @@ def tick(
                 report.reminders += 1
         report.rotation_reminders = remind(s, now, settings.credential_max_age_days)
     return report
+
+
+def _party(kind: str, who: str) -> str:
+    """An awaited party as people read it: "supervisor 1141...", "platform" (not "platform
+    platform": the platform is a party of its own, not a department)."""
+    return kind if who == kind else f"{kind} {who}"
