@@ -95,7 +95,7 @@ class MySQLProvisioner(AccountProvisioner):
             self._exec("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", user)
         else:
             self._exec("CREATE USER %s@%s IDENTIFIED BY PASSWORD %s", (*user, digest))
-        self._exec(f"GRANT {_RIGHTS} ON {self._quote(area)}.* TO %s@%s", user)
+        self._exec(f"GRANT {_RIGHTS} ON {self._quote(_literal(area))}.* TO %s@%s", user)
         self._end_sessions(login)
 
     def _end_sessions(self, login: str) -> None:
@@ -130,5 +130,12 @@ class MySQLProvisioner(AccountProvisioner):
             "ORDER BY 1",
             (grantee, grantee),
         )
-        areas = tuple(str(r[0]) for r in rows)
+        areas = tuple(str(r[0]).replace("\\_", "_") for r in rows)  # as _literal wrote them
         return Reach(login, (("*",) if glob else ()) + areas)
+
+
+def _literal(area: str) -> str:
+    """``area`` as a database-level GRANT names it: there ``_`` and ``%`` are wildcards even
+    inside backticks (a grant on `d_edu_1`.* would reach department edu21's `d_edu21`), so
+    they are escaped (area names hold no ``%``: ``base.NAME``)."""
+    return area.replace("_", "\\_")

@@ -104,6 +104,26 @@ class ProvisionerConformance:
             harness.write(a, a_secret, b, "planted", "by a")
         assert harness.read(b, b_secret, b, "theirs") == "department b's"
 
+    def test_an_area_name_is_no_pattern(self, harness: Harness, made: object) -> None:
+        """``d_tX_1`` must not reach ``d_tXz1``: MariaDB reads ``_`` in a database grant as a
+        wildcard unless it is escaped."""
+        logins, areas = made  # type: ignore[misc]
+        stem = fresh_name()
+        a, b = f"{stem}_1", f"{stem}z1"
+        logins += [a, b]
+        areas += [a, b]
+        with harness.provisioner() as prov:
+            for name in (a, b):
+                prov.ensure_area(name)
+            cred, secret = credential_for(prov, a)
+            prov.set_login(a, a, cred)
+            assert prov.reach(a).areas == (a,)  # type: ignore[union-attr]
+        harness.seed(b, "theirs", "department b's")
+        with pytest.raises(Refused):
+            harness.read(a, secret, b, "theirs")
+        with pytest.raises(Refused):
+            harness.write(a, secret, b, "planted", "by a")
+
     def test_reach_is_the_own_area_alone(self, harness: Harness, made: object) -> None:
         with harness.provisioner() as prov:
             a, _ = self._account(harness, prov, made)
