@@ -18,6 +18,7 @@ import pymysql
 import pytest
 from psycopg import sql
 
+from connectors.provision.base import checked_name
 from connectors.provision.registry import open_provisioner
 from exchange.accounts.provision import Issued, area_name, issue_account
 from exchange.kernel.errors import BadInput, NotFound
@@ -264,3 +265,23 @@ resources: []
         t.close()
     assert (root / "d_scjg" / "files" / "ours.csv").read_text() == "scjg"
     assert renewed.secret != mine.secret and theirs.login == "d_swj"
+
+
+def test_two_departments_never_share_an_area() -> None:
+    """Names are cut down to what a server takes; codes that would meet there carry a hash."""
+    codes = [
+        "12410400MB0000002Y",
+        "Edu-1",
+        "edu.1",
+        "EDU_1",
+        "edu_1",
+        "EDU1",
+        "edu1",
+        "教育局",
+        "卫健委",
+    ]
+    names = [area_name(c) for c in codes]
+    assert len(set(names)) == len(codes)
+    assert area_name("12410400MB0000002Y") == "d_12410400mb0000002y"  # the credit code's form
+    assert all(checked_name(n, "area") == n for n in names)
+    assert area_name("x" * 200) != area_name("x" * 199)

@@ -55,14 +55,19 @@ class _AdminNode:
 
 
 def area_name(department: str) -> str:
-    """The department's area and login name on a node: ``d_`` and its code in lower case
-    (characters a name cannot hold become ``_``; a code too long is cut and keeps a hash, so
-    two codes never share an area)."""
-    name = "d_" + re.sub(r"[^a-z0-9]", "_", department.lower())
-    if len(name) > 63:
-        digest = hashlib.sha256(department.encode()).hexdigest()[:10]
-        name = f"{name[:52]}_{digest}"
-    return name
+    """The department's area and login name on a node, one per code and never shared.
+
+    A code of capital letters and digits (the unified social credit code's form) is ``d_`` and
+    the code in lower case: ``d_12410400mb0000002y``. Any other code (lower case, ``-``, ``.``,
+    Chinese) is also cut down to what a name may hold, which could make two codes one name
+    ("Edu-1", "edu.1" and "EDU_1" all ``d_edu_1``; "教育局" and "卫健委" both ``d____``): such a
+    name carries a hash of the code, and a code of the first form holds no ``_`` after ``d_``,
+    so the two forms never meet either."""
+    if re.fullmatch(r"[0-9A-Z]{1,61}", department):
+        return "d_" + department.lower()
+    digest = hashlib.sha256(department.encode()).hexdigest()[:10]
+    stem = re.sub(r"[^a-z0-9]", "_", department.lower())[:50]
+    return f"d_{stem}_{digest}"
 
 
 def issue_account(
