@@ -27,7 +27,7 @@ from exchange.api import create_app
 from exchange.kernel.errors import BadInput, Forbidden, IllegalTransition, NotFound, Unauthorized
 from exchange.kernel.settings import Settings
 from exchange.store.models import AuditEvent
-from exchange.workflow.models import Notification, UserPassword
+from exchange.workflow.models import Notification, User, UserPassword
 from exchange.workflow.users import Principal, create_user, issue_token, principal_of, sign_in
 from exchange.workspace import Workspace
 from tests.workflow_city import cli
@@ -234,6 +234,13 @@ def test_a_reset_gives_a_new_password_and_the_old_one_no_longer_signs_in(
             ws, p["scjg"], "2026-11-09 09:00", application_type="reset",
             existing_login="tax-platform",
         )  # fmt: skip
+
+    # Nor an admin's, whatever department its row names: its new password would go to them.
+    with ws.store.session() as s:
+        s.execute(sa.update(User).where(User.name == "admin").values(department=TAX))
+        s.commit()
+    with pytest.raises(Forbidden, match="'admin' is a platform admin"):
+        apply(ws, p["tax"], "2026-11-09 09:00", application_type="reset", existing_login="admin")
 
 
 def test_a_supervisor_acting_for_its_unit_records_both_departments(

@@ -330,16 +330,25 @@ def apply(
         return view_of(s, app, now)
 
 
+def _resettable(s: Session, login: str | None, department: str) -> None:
+    """``login`` is a platform account of ``department`` whose password a reset may replace:
+    never an admin's (an admin belongs to no department's application, whatever its row says)."""
+    user = s.execute(sa.select(User).where(User.name == login)).scalar()
+    if user is None or user.department != department:
+        raise BadInput(
+            f"existing_login: {login!r} is no platform account of department {department}"
+        )
+    if user.role == "admin":
+        raise Forbidden(
+            f"existing_login: {login!r} is a platform admin: an application cannot reset it"
+        )
+
+
 def _check_form(s: Session, ws: Workspace, form: AccountForm, acting: Acting) -> None:
     """A reset names an account of the department; a node is the department's own or the
     platform's (a node of no department, where each department gets an area of its own)."""
     if form.application_type == "reset" and form.account_type == "platform":
-        user = s.execute(sa.select(User).where(User.name == form.existing_login)).scalar()
-        if user is None or user.department != acting.department:
-            raise BadInput(
-                f"existing_login: {form.existing_login!r} is no platform account of "
-                f"department {acting.department}"
-            )
+        _resettable(s, form.existing_login, acting.department)
     if form.node is not None:
         node = ws.catalog.node(form.node)
         if node.department not in (acting.department, ""):
@@ -455,6 +464,8 @@ def issue(
             assert issued_login is not None and secret is not None
             if apptype == "new":
                 create_user(s, issued_login, role, department, who.name, ws.catalog.departments)
+            else:  # again at issue: the user may have changed since the application
+                _resettable(s, issued_login, department)
             set_password(s, issued_login, secret, who.name, at=now)
         app.login, app.reach = issued_login, reach
         app.decision_reason = note
