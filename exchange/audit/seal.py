@@ -240,16 +240,15 @@ def _lease(store: Store, sealer: _Sealer) -> bool:
             while True:
                 upto = sealer.round_starting()
                 with conn.begin():
+                    take = sa.func.pg_try_advisory_lock(LOCK_KEY).label("kept")
+                    lock: Any
                     if held:
-                        state = _state(
-                            conn, sa.func.pg_advisory_unlock(LOCK_KEY).label("released"),
-                            sa.func.pg_try_advisory_lock(LOCK_KEY).label("kept"), no_wait,
-                        )  # fmt: skip
+                        lock = conn.execute(
+                            sa.select(sa.func.pg_advisory_unlock(LOCK_KEY), take, no_wait)
+                        ).one()
                     else:
-                        state = _state(
-                            conn, sa.func.pg_try_advisory_lock(LOCK_KEY).label("kept"), no_wait
-                        )
-                    if not state.kept:
+                        lock = conn.execute(sa.select(take, no_wait)).one()
+                    if not lock.kept:
                         if not held:
                             sealer.others_hold = True
                             return False  # its holder seals what this process committed
@@ -257,6 +256,10 @@ def _lease(store: Store, sealer: _Sealer) -> bool:
                         held = False
                         break
                     held = True
+                    # The state in a statement after the lock's: READ COMMITTED fixes a
+                    # statement's snapshot when it starts, so the lock's own statement could
+                    # read the head from before a seal that committed while it waited.
+                    state = _state(conn)
                     done = _round_locked(conn, config, state, force=False)
                 sealer.round_done(upto)
                 if done.problem is not None:
@@ -307,11 +310,10 @@ def _lock(conn: Connection, *, wait: bool) -> bool:
     return True
 
 
-def _state(conn: Connection, *also: Any) -> Any:
+def _state(conn: Connection) -> Any:
     """The head of the chain and the last checkpoint, in one statement (one round trip a
     round): head_seq, head_hash, and seq_to, at, signature, witnessed (all NULL before the
-    first event, the first checkpoint); ``also``: more columns of the same statement (the
-    lease's hand-over, which saves a round trip)."""
+    first event, the first checkpoint)."""
     head = (
         sa.select(_EVENTS.c.seq, _EVENTS.c.hash)
         .where(_EVENTS.c.seq.is_not(None))
@@ -328,7 +330,6 @@ def _state(conn: Connection, *also: Any) -> Any:
 
     return conn.execute(
         sa.select(
-            *also,
             head_of("seq").label("head_seq"), head_of("hash").label("head_hash"),
             *(last_of(c).label(c) for c in ("seq_to", "at", "signature", "witnessed")),
         )
