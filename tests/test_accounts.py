@@ -10,6 +10,7 @@ Times are Asia/Shanghai wall-clock (``sh``), on the real 2026 calendar.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -374,3 +375,34 @@ def test_a_phone_is_masked_as_quarantine_excerpts_mask_it() -> None:
     assert mask_phone("13812345678") == "138****5678"
     assert mask_phone("0375-2692830") == "037****2830"
     assert mask_phone("12345") == "****45"
+
+
+def test_an_application_issued_twice_at_once_is_issued_once(
+    city: tuple[Workspace, dict[str, Principal]],
+) -> None:
+    """A retry racing the first issue waits for it and is refused: the credential the first
+    one handed out is the one that works (it is not replaced behind the applicant's back)."""
+    ws, p = city
+    v = apply(ws, p["tax"], "2026-11-02 09:00")
+    acc.issue(ws, p["admin"], v.id, login="tax-platform", now=sh("2026-11-02 10:00"))
+    r = apply(
+        ws, p["tax"], "2026-11-09 09:00", application_type="reset", existing_login="tax-platform"
+    )
+    results: list[Any] = []
+
+    def issue() -> None:
+        try:
+            results.append(acc.issue(ws, p["admin"], r.id, now=sh("2026-11-09 10:00")))
+        except IllegalTransition as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=issue) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    issued = [x for x in results if isinstance(x, acc.Issued)]
+    assert len(issued) == 1 and len(results) == 2
+    assert isinstance(next(x for x in results if x not in issued), IllegalTransition)
+    with ws.store.session() as s:
+        assert sign_in(s, "tax-platform", issued[0].secret).name == "tax-platform"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 from exchange.accounts import service as acc
 from exchange.accounts.forms import parse_account_form
 from exchange.accounts.provision import area_name
+from exchange.kernel.errors import IllegalTransition
 from exchange.kernel.settings import Settings
 from exchange.store.models import AuditEvent
 from exchange.workflow.models import Notification
@@ -125,4 +128,53 @@ def test_a_unit_gets_a_least_privilege_database_account_through_its_supervisor(
     dump = "\n".join(stored) + (tmp_path / "x.db").read_bytes().decode("latin-1")
     for secret in (mine.secret, theirs.secret, again.secret):
         assert secret and secret not in dump
+    ws.close()
+
+
+def test_a_reset_issued_twice_at_once_hands_out_the_password_that_works(
+    tmp_path: Path, codes: tuple[str, str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry racing the first issue waits for it and is refused; had both provisioned, the
+    second's password would have replaced the one the first handed to the applicant."""
+    city, unit, other = codes
+    ws = open_ws(tmp_path, *codes)
+    with ws.store.session() as s:
+        create_user(s, "admin", "admin", None, "test")
+        create_user(s, "tax", "requester", other, "test")
+        admin, tax = principal_of(s, "admin"), principal_of(s, "tax")
+    base = {
+        "account_type": "database", "responsible_person": "李强", "position": "主任",
+        "phone": "0375-2692830", "email": "lq@example.gov.cn", "reason": "对接", "node": "fe_my",
+    }  # fmt: skip
+    t = acc.apply(ws, tax, parse_account_form(base), sh("2026-11-02 09:00"))
+    first = acc.issue(ws, admin, t.id, now=sh("2026-11-02 10:00"))
+    r = acc.apply(
+        ws, tax, parse_account_form({**base, "application_type": "reset",
+                                     "existing_login": first.login}),
+        sh("2026-11-09 09:00"),
+    )  # fmt: skip
+    import exchange.accounts.provision as provision
+
+    slow = provision.generate_password
+    monkeypatch.setattr(
+        provision, "generate_password", lambda p=None: (time.sleep(0.5), slow(p))[1]
+    )
+    results: list[object] = []
+
+    def issue() -> None:
+        try:
+            results.append(acc.issue(ws, admin, r.id, now=sh("2026-11-09 10:00")))
+        except IllegalTransition as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=issue) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    issued = [x for x in results if isinstance(x, acc.Issued)]
+    assert len(results) == 2 and len(issued) == 1
+    pymysql.connect(
+        host="127.0.0.1", user=issued[0].login, password=issued[0].secret or ""
+    ).close()  # the password the applicant was given is the server's
     ws.close()

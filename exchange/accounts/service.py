@@ -429,37 +429,38 @@ def issue(
     answered with ``note``. The secret is in the answer only."""
     if who.role != "admin":
         raise Forbidden(f"{who.describe()} may not issue accounts: only a platform admin may")
-    with ws.store.session() as s:  # the checks first: provisioning happens outside the lock
+    # One transaction under the writers' lock from the check to the record: a second issue
+    # of the same application (a retry) waits, then finds it issued, instead of provisioning
+    # again and replacing the credential the first one handed out.
+    with _session(ws) as s:
         app = _get(s, application_id)
         ast.next_state(app.state, "issue", "admin", subject=f"account application {app.id}")
         kind, apptype, department, node = (
             app.account_type, app.application_type, app.department_code, app.node,
         )  # fmt: skip
         existing = app.existing_login
-    secret: str | None = None
-    reach: str | None = None
-    if apptype == "other":
-        if not (note or "").strip():
-            raise BadInput("issue: an 'other' application is answered with --note")
-        issued_login = None
-    elif kind == "platform":
-        from exchange.accounts.secrets import generate_password
+        secret: str | None = None
+        reach: str | None = None
+        if apptype == "other":
+            if not (note or "").strip():
+                raise BadInput("issue: an 'other' application is answered with --note")
+            issued_login = None
+        elif kind == "platform":
+            from exchange.accounts.secrets import generate_password
 
-        secret = generate_password()
-        issued_login = (
-            existing if apptype == "reset" else (login or f"{department}-{application_id}")
-        )
-        reach = f"the exchange platform as a {role} of department {department}"
-    else:
-        from exchange.accounts.provision import issue_account
+            secret = generate_password()
+            issued_login = (
+                existing if apptype == "reset" else (login or f"{department}-{application_id}")
+            )
+            reach = f"the exchange platform as a {role} of department {department}"
+        else:
+            from exchange.accounts.provision import issue_account
 
-        got = issue_account(
-            ws, department=department, account_type=kind, node=node, reset=apptype == "reset"
-        )
-        issued_login, secret, reach = got.login, got.secret, got.reach
-    now = now or utcnow()
-    with _session(ws) as s:
-        app = _get(s, application_id)
+            got = issue_account(
+                ws, department=department, account_type=kind, node=node, reset=apptype == "reset"
+            )
+            issued_login, secret, reach = got.login, got.secret, got.reach
+        now = now or utcnow()
         if kind == "platform" and apptype != "other":
             assert issued_login is not None and secret is not None
             if apptype == "new":
