@@ -42,7 +42,7 @@ from exchange.store.models import Subscription
 from exchange.workflow import states as st
 from exchange.workflow.acting import recorded
 from exchange.workflow.models import User
-from exchange.workflow.notices_models import ResourceNotice, offline_on
+from exchange.workflow.notices_models import offline_notice
 from exchange.workflow.service import acts_for, may_view, open_suspension, subscription_row
 from exchange.workflow.transitions import move
 from exchange.workflow.users import ENGINE, Principal
@@ -491,7 +491,7 @@ class CodeCache:
 
     A miss (or a snapshot older than ``ttl_s``, or loaded on another day) loads the code's
     row, its subscription, whether its department is suspended and whether an offline notice
-    has taken its resource offline (``offline_on``, the engine's rule) from the store, by
+    has taken its resource offline (``offline_notice``: the engine's rule) from the store, by
     prefix, in one short read. So a revocation, a rotation's end of grace, a suspension or a
     removal reaches every gateway process at most ``ttl_s`` seconds (default 1 s,
     ``EXCHANGE_GATEWAY_CACHE_S``) after it is committed; until then a process may still admit
@@ -576,15 +576,7 @@ def _load(store: Store, prefix: str, day: dt.date) -> _Snapshot | None:
         row, sub = found
         department = sub.department_code
         lowered = bool(department) and open_suspension(s, department or "") is not None
-        notice = s.execute(
-            offline_on(day)
-            .with_only_columns(
-                ResourceNotice.id, ResourceNotice.effective_on, ResourceNotice.replacement
-            )
-            .where(ResourceNotice.resource_code == sub.resource_code)
-            .order_by(ResourceNotice.id)
-            .limit(1)
-        ).first()
+        notice = s.execute(offline_notice(sub.resource_code, day)).scalar()
         return _Snapshot(
             code_id=row.id,
             prefix=row.prefix,
@@ -600,7 +592,9 @@ def _load(store: Store, prefix: str, day: dt.date) -> _Snapshot | None:
             valid_until=sub.valid_until,
             lowered=lowered,
             day=day,
-            offline=_Offline(*notice) if notice is not None else None,
+            offline=_Offline(notice.id, notice.effective_on, notice.replacement)
+            if notice is not None
+            else None,
         )
 
 

@@ -37,7 +37,14 @@ from exchange.store.models import Subscription
 from exchange.workflow import notifications
 from exchange.workflow import states as st
 from exchange.workflow.engine import deliverable
-from exchange.workflow.notices_models import CHANGE, KINDS, OFFLINE, ResourceNotice, offline_on
+from exchange.workflow.notices_models import (
+    CHANGE,
+    KINDS,
+    OFFLINE,
+    ResourceNotice,
+    offline_notice,
+    offline_on,
+)
 from exchange.workflow.users import Principal
 from exchange.workspace import Workspace
 
@@ -287,8 +294,7 @@ def effective_change_notice(session: Session, resource: str, on: dt.date) -> Not
 
 def offline_since(s: Session, code: str, day: dt.date) -> ResourceNotice | None:
     """The offline notice that has taken ``code`` offline by ``day``, or None."""
-    n = _offline_notice(s, code)
-    return n if n is not None and n.effective_on <= day else None
+    return s.execute(offline_notice(code, day)).scalar()
 
 
 def offline_reason(s: Session, code: str, day: dt.date) -> str | None:

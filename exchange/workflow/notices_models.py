@@ -48,3 +48,15 @@ def offline_on(day: dt.date) -> sa.Select[Any]:
     return sa.select(ResourceNotice.resource_code).where(
         ResourceNotice.kind == OFFLINE, ResourceNotice.effective_on <= day
     )
+
+
+def offline_notice(code: str, day: dt.date) -> sa.Select[Any]:
+    """The (first) offline notice that has taken ``code`` offline by ``day``: ``offline_on``'s
+    rule for one resource, for what a refusal or a run's note names."""
+    return (
+        offline_on(day)
+        .with_only_columns(ResourceNotice)
+        .where(ResourceNotice.resource_code == code)
+        .order_by(ResourceNotice.id)
+        .limit(1)
+    )
